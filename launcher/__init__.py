@@ -1,0 +1,3 @@
+"""ftlaunch: launch TRL fine-tuning from one spec that keeps accelerate, DeepSpeed and the trainer agreed."""
+
+__version__ = "0.1.0"

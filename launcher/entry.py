@@ -1,0 +1,228 @@
+"""What runs on every rank around the user's unmodified recipe.
+
+Before the recipe's trainer arguments take effect, the guard makes them agree with the spec: it
+wraps ``TrainingArguments.__post_init__``, which every TRL config (SFT, DPO, GRPO, ...) reaches
+before transformers builds its DeepSpeed config. Values the recipe left at their defaults are
+filled from the spec; a value the recipe set that conflicts with an explicit launch flag stops the
+run there, before the model is loaded (provided the recipe builds its config first, as TRL scripts
+do). The effective numbers are logged and recorded; after the recipe returns, a completion marker
+per rank tells the launcher that training finished, whatever the exit code at shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import runpy
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from launcher import rundir
+from launcher.errors import SpecError
+from launcher.render import render_trainer_overrides
+from launcher.rules import Resolved, resolve_batch, validate
+from launcher.spec import from_mapping
+
+# Trainer argument -> the launch flag that decides it, for error messages.
+FLAG_OF = {
+    "per_device_train_batch_size": "--micro-batch",
+    "gradient_accumulation_steps": "--grad-accum",
+    "bf16": "--precision",
+    "fp16": "--precision",
+    "max_grad_norm": "--max-grad-norm",
+    "save_strategy": "--save-steps",
+    "save_steps": "--save-steps",
+    "save_total_limit": "--keep",
+    "use_cpu": "--procs",
+}
+# Where the recipe's own value never conflicts: the launch's value is simply required.
+ALWAYS_FILL = {"use_cpu", "save_strategy"}
+DEFAULT_OUTPUT_DIRS = (None, "trainer_output")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launcher.entry")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("recipe")
+    parser.add_argument("recipe_args", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    run_dir: Path = ns.run_dir
+    resolved = validate(from_mapping(rundir.read_json(run_dir / rundir.SPEC), str(run_dir / rundir.SPEC)))
+    install_guard(resolved, run_dir)
+    try:
+        run_recipe(ns.recipe, ns.recipe_args)
+    except SpecError as err:
+        return refuse(run_dir, err)
+    mark_done(run_dir)
+    close_process_group()
+    return 0
+
+
+def run_recipe(recipe: str, args: Sequence[str]) -> None:
+    """Run the script exactly as ``python recipe.py args`` would, in this process."""
+    sys.argv = [recipe, *args]
+    sys.path.insert(0, str(Path(recipe).resolve().parent))
+    try:
+        runpy.run_path(recipe, run_name="__main__")
+    except SystemExit as exit_:
+        if exit_.code not in (None, 0):
+            raise
+
+
+def refuse(run_dir: Path, err: SpecError) -> int:
+    if rank() == 0:
+        text = err.render() + "\n"
+        rundir.write_atomic(run_dir / "entry_error.txt", text)
+        print(text, file=sys.stderr, end="", flush=True)
+    return 2
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+# ---------------------------------------------------------------- the guard
+
+
+def install_guard(resolved: Resolved, run_dir: Path) -> None:
+    from transformers import TrainingArguments
+
+    original = TrainingArguments.__post_init__
+
+    def guarded_post_init(self: Any) -> None:
+        reconcile(self, resolved, run_dir)
+        original(self)  # type: ignore[no-untyped-call]
+        record_effective(self, resolved, run_dir)
+
+    TrainingArguments.__post_init__ = guarded_post_init  # type: ignore[method-assign]
+
+
+def reconcile(args: Any, resolved: Resolved, run_dir: Path) -> None:
+    """Fill the spec's values into ``args`` or refuse conflicting ones; all conflicts in one error."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != resolved.world_size:
+        raise SpecError(
+            [
+                f"this run has {world} processes but the spec says world size "
+                f"{resolved.world_size}; launch it with ftlaunch, not by hand"
+            ]
+        )
+    defaults = field_defaults(type(args))
+    wanted = render_trainer_overrides(resolved)
+    flags = dict(FLAG_OF)
+    derived = accumulation_for_global_batch(args, resolved)
+    if derived is not None:
+        wanted["gradient_accumulation_steps"] = derived
+        flags["gradient_accumulation_steps"] = f"--global-batch {resolved.batch.global_batch}"
+    conflicts = []
+    for key, want in wanted.items():
+        have = getattr(args, key)
+        if have == want or key in ALWAYS_FILL or is_default(key, have, args, defaults):
+            setattr(args, key, want)
+            continue
+        conflicts.append(
+            f"the recipe sets {key}={have!r} but the launch asks for {flags[key]} "
+            f"({key}={want!r}); drop {flags[key].split()[0]} to keep the recipe's value, or remove "
+            f"{key} from the recipe to let the launch decide"
+        )
+    if conflicts:
+        raise SpecError(conflicts)
+    if getattr(args, "output_dir", None) in DEFAULT_OUTPUT_DIRS:
+        args.output_dir = str(run_dir / rundir.CHECKPOINTS)
+
+
+def accumulation_for_global_batch(args: Any, resolved: Resolved) -> int | None:
+    """With only ``--global-batch`` given, the recipe's micro batch fixes the accumulation."""
+    batch = resolved.batch
+    if batch.global_batch is None or batch.micro is not None or batch.grad_accum is not None:
+        return None
+    micro = int(args.per_device_train_batch_size)
+    plan, problems = resolve_batch(micro, None, batch.global_batch, resolved.world_size)
+    if problems:
+        raise SpecError(
+            [f"{p} (micro batch {micro} is the recipe's per_device_train_batch_size)" for p in problems]
+        )
+    return plan.grad_accum
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def is_default(key: str, value: Any, args: Any, defaults: dict[str, Any]) -> bool:
+    """Did the recipe leave ``key`` alone? TRL resolves ``bf16=None`` to ``not fp16`` before we see
+    it, so that resolved value also counts as the default (an explicit ``bf16=True`` in a TRL
+    recipe is indistinguishable from it)."""
+    default = defaults.get(key, dataclasses.MISSING)
+    if value == default:
+        return True
+    if key == "bf16" and default is None:
+        return bool(value) == (not args.fp16)
+    return False
+
+
+def record_effective(args: Any, resolved: Resolved, run_dir: Path) -> None:
+    """Log the numbers the trainer will really use; rank 0 records them in the run folder."""
+    world = int(args.world_size)
+    micro, accum = int(args.per_device_train_batch_size), int(args.gradient_accumulation_steps)
+    precision = "bf16" if args.bf16 else ("fp16" if args.fp16 else "fp32")
+    stage = resolved.spec.zero.stage
+    summary = (
+        f"micro {micro} x accumulation {accum} x world {world} = global {micro * accum * world}, "
+        f"{precision}, {'ZeRO-' + str(stage) if stage else 'DDP'}"
+    )
+    if rank() != 0:
+        return
+    print(f"ftlaunch: effective {summary}", file=sys.stderr, flush=True)
+    rundir.write_json(
+        run_dir / rundir.EFFECTIVE,
+        {
+            "micro_batch_size": micro,
+            "grad_accum": accum,
+            "world_size": world,
+            "global_batch_size": micro * accum * world,
+            "precision": precision,
+            "zero_stage": stage,
+            "max_grad_norm": args.max_grad_norm,
+            "output_dir": args.output_dir,
+            "summary": summary,
+        },
+    )
+
+
+# ---------------------------------------------------------------- completion
+
+
+def mark_done(run_dir: Path) -> None:
+    rundir.write_json(
+        run_dir / rundir.DONE / f"rank{rank()}.json",
+        {
+            "rank": rank(),
+            "world_size": seen_world_size(),
+            "finished": time.time(),
+        },
+    )
+
+
+def seen_world_size() -> int:
+    """The world size the process group really had, not what the flags claimed."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_world_size())
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def close_process_group() -> None:
+    """Tear the process group down ourselves; leaving it to interpreter exit can abort a rank."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

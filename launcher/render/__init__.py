@@ -1,0 +1,71 @@
+"""Pure renderers: a validated spec in, plain dicts out. No file I/O happens here.
+
+The accelerate YAML holds only the process layout and points at the DeepSpeed file; batch,
+accumulation, clipping, precision and ZeRO settings live in the DeepSpeed JSON and in the trainer
+overrides, with identical typed values. A value the launch left to the recipe is ``"auto"`` in the
+DeepSpeed JSON, which transformers fills from the recipe's trainer arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from launcher.render.accelerate import render_accelerate
+from launcher.render.deepspeed import render_deepspeed
+from launcher.render.trainer import render_trainer_overrides
+from launcher.rules import Resolved
+
+ACCELERATE_FILE = "accelerate.yaml"
+DEEPSPEED_FILE = "ds_config.json"
+TRAINER_FILE = "trainer_overrides.json"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    accelerate: dict[str, Any]
+    deepspeed: dict[str, Any] | None
+    trainer: dict[str, Any]
+
+
+def render_all(resolved: Resolved, deepspeed_path: str = DEEPSPEED_FILE) -> Rendered:
+    """The three renderings of one spec; ``deepspeed_path`` is where the YAML will find the JSON."""
+    deepspeed = render_deepspeed(resolved) if resolved.uses_deepspeed else None
+    return Rendered(
+        accelerate=render_accelerate(resolved, deepspeed_path),
+        deepspeed=deepspeed,
+        trainer=render_trainer_overrides(resolved),
+    )
+
+
+def yaml_text(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def texts(rendered: Rendered) -> dict[str, str]:
+    """File name -> file text, in the order a reader wants them."""
+    out = {ACCELERATE_FILE: yaml_text(rendered.accelerate)}
+    if rendered.deepspeed is not None:
+        out[DEEPSPEED_FILE] = json_text(rendered.deepspeed)
+    out[TRAINER_FILE] = json_text(rendered.trainer)
+    return out
+
+
+__all__ = [
+    "ACCELERATE_FILE",
+    "DEEPSPEED_FILE",
+    "TRAINER_FILE",
+    "Rendered",
+    "render_accelerate",
+    "render_all",
+    "render_deepspeed",
+    "render_trainer_overrides",
+    "texts",
+]

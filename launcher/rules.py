@@ -1,0 +1,241 @@
+"""The arithmetic and the compatibility rules, in one place.
+
+``validate`` turns a ``LaunchSpec`` into a ``Resolved`` spec or raises one ``SpecError`` with every
+problem found, each naming the flag the user typed (the YAML key is the flag without dashes).
+Nothing here touches the file system, the hardware or a heavy library: the hardware facts come in
+as a plain ``Hardware`` value so the same rules run in tests, in ``--dry-run`` and before a launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from launcher.errors import SpecError
+from launcher.spec import LaunchSpec
+
+ZERO_STAGES = (0, 1, 2, 3)
+
+# Model dtype -> the 4-bit storage dtype QLoRA needs under ZeRO-3 (peft docs, accelerate/deepspeed.md).
+QLORA_ZERO3_STORAGE = {"bf16": "bfloat16", "fp16": "float32", "fp32": "float32"}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the launching machine can see; gathered at the edge (``launcher.hardware``)."""
+
+    gpu_names: tuple[str, ...] = ()
+    compute_capabilities: tuple[float, ...] = ()
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpu_names)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batch triad for one data-parallel world size; ``None`` means "the recipe's value"."""
+
+    micro: int | None
+    grad_accum: int | None
+    global_batch: int | None
+    world_size: int
+
+    def describe(self) -> str:
+        def show(v: int | None) -> str:
+            return str(v) if v is not None else "(recipe)"
+
+        return (
+            f"micro {show(self.micro)} x accumulation {show(self.grad_accum)} x world {self.world_size}"
+            f" = global {show(self.global_batch)}"
+        )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A spec that passed every rule, with its derived numbers."""
+
+    spec: LaunchSpec
+    batch: BatchPlan
+
+    @property
+    def world_size(self) -> int:
+        return self.spec.topology.world_size
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.spec.zero.stage > 0
+
+
+def validate(spec: LaunchSpec) -> Resolved:
+    problems = topology_problems(spec) + zero_problems(spec) + scalar_problems(spec)
+    problems += precision_problems(spec) + qlora_problems(spec)
+    batch, batch_errors = resolve_batch(
+        spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size
+    )
+    problems += batch_errors
+    if problems:
+        raise SpecError(problems)
+    return Resolved(spec, batch)
+
+
+def topology_problems(spec: LaunchSpec) -> list[str]:
+    t = spec.topology
+    problems = []
+    if t.gpus is not None and t.procs is not None:
+        problems.append(
+            f"--gpus {t.gpus} and --procs {t.procs} conflict: use --gpus for GPU processes or --procs for "
+            "CPU processes, not both"
+        )
+    if t.gpus is not None and t.gpus < 1:
+        problems.append(f"--gpus {t.gpus}: must be at least 1; on a machine without GPUs use --procs N")
+    if t.procs is not None and t.procs < 1:
+        problems.append(f"--procs {t.procs}: must be at least 1")
+    if t.nodes < 1:
+        problems.append(f"--nodes {t.nodes}: must be at least 1")
+    return problems
+
+
+def zero_problems(spec: LaunchSpec) -> list[str]:
+    z = spec.zero
+    if z.stage not in ZERO_STAGES:
+        return [f"--zero {z.stage}: valid stages are 0 (plain DDP), 1, 2 and 3"]
+    problems = []
+    if z.offload_optimizer != "none" and z.stage < 2:
+        problems.append(
+            f"--offload-optimizer {z.offload_optimizer} needs ZeRO-2 or ZeRO-3 (got --zero {z.stage}); "
+            "use --zero 2 or drop the offload"
+        )
+    if z.offload_params != "none" and z.stage != 3:
+        problems.append(
+            f"--offload-params {z.offload_params} needs ZeRO-3 (got --zero {z.stage}); use --zero 3 "
+            "or drop the offload"
+        )
+    uses_nvme = "nvme" in (z.offload_optimizer, z.offload_params)
+    if uses_nvme and not z.nvme_path:
+        problems.append("nvme offload needs --nvme-path DIR (a folder on a fast local disk)")
+    if z.nvme_path and not uses_nvme:
+        problems.append(
+            f"--nvme-path {z.nvme_path} has no effect without nvme offload; "
+            "add --offload-optimizer nvme or drop --nvme-path"
+        )
+    if uses_nvme and spec.topology.on_cpu:
+        problems.append("nvme offload needs GPUs (it swaps GPU memory to disk); use --offload-optimizer cpu")
+    return problems
+
+
+def scalar_problems(spec: LaunchSpec) -> list[str]:
+    problems = []
+    for flag, value in (
+        ("--micro-batch", spec.batch.micro),
+        ("--grad-accum", spec.batch.grad_accum),
+        ("--global-batch", spec.batch.global_batch),
+        ("--save-steps", spec.checkpointing.save_steps),
+        ("--keep", spec.checkpointing.keep),
+    ):
+        if value is not None and value < 1:
+            problems.append(f"{flag} {value}: must be a positive integer")
+    if spec.max_grad_norm is not None and spec.max_grad_norm < 0:
+        problems.append(f"--max-grad-norm {spec.max_grad_norm}: must be >= 0 (0 disables clipping)")
+    return problems
+
+
+def precision_problems(spec: LaunchSpec) -> list[str]:
+    if spec.precision == "fp16" and spec.topology.on_cpu:
+        return ["--precision fp16 needs GPUs (CPUs have no fp16 training); use --precision bf16 or fp32"]
+    return []
+
+
+def qlora_problems(spec: LaunchSpec) -> list[str]:
+    """QLoRA under ZeRO-3 only works when the 4-bit storage dtype equals the model dtype."""
+    if spec.zero.stage != 3 or not recipe_flag_true(spec.args, "--load_in_4bit"):
+        return []
+    precision = spec.precision or "bf16"
+    needed = QLORA_ZERO3_STORAGE[precision]
+    storage = recipe_flag_value(spec.args, "--bnb_4bit_quant_storage")
+    if storage == needed:
+        return []
+    return [
+        f"QLoRA (--load_in_4bit) with --zero 3 needs the recipe argument --bnb_4bit_quant_storage {needed} "
+        f"(to match precision {precision}; got {storage or 'unset'}); add it, or use --zero 2"
+    ]
+
+
+def recipe_flag_value(args: tuple[str, ...], flag: str) -> str | None:
+    """The value of ``--flag VALUE`` or ``--flag=VALUE`` in the recipe's arguments (last one wins)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def recipe_flag_true(args: tuple[str, ...], flag: str) -> bool:
+    """HfArgumentParser booleans: ``--flag``, ``--flag true`` or ``--flag=True`` all switch it on."""
+    if flag not in args and not any(a.startswith(flag + "=") for a in args):
+        return False
+    value = recipe_flag_value(args, flag)
+    return value is None or value.lower() in ("true", "1", "yes")
+
+
+def resolve_batch(
+    micro: int | None, grad_accum: int | None, global_batch: int | None, world: int
+) -> tuple[BatchPlan, list[str]]:
+    """Any two of micro / accumulation / global give the third: ``global = micro x accum x world``.
+
+    With fewer than two, the missing ones stay ``None`` and the recipe's values are adopted at run
+    time (``entry.py`` resolves them with this same function).
+    """
+    plan = BatchPlan(micro, grad_accum, global_batch, world)
+    if world < 1 or any(v is not None and v < 1 for v in (micro, grad_accum, global_batch)):
+        return plan, []  # reported by the topology / scalar rules
+    if micro is not None and grad_accum is not None:
+        product = micro * grad_accum * world
+        if global_batch is not None and global_batch != product:
+            return plan, [
+                f"--global-batch {global_batch} != --micro-batch {micro} x --grad-accum {grad_accum} "
+                f"x world size {world} = {product}; give only two of the three"
+            ]
+        return BatchPlan(micro, grad_accum, product, world), []
+    if global_batch is None:
+        return plan, []
+    known, known_flag = (micro, "--micro-batch") if micro is not None else (grad_accum, "--grad-accum")
+    step = (known or 1) * world
+    if global_batch % step:
+        why = f"{known_flag} {known} x world size {world}" if known is not None else f"world size {world}"
+        return plan, [
+            f"--global-batch {global_batch} is not divisible by {why} = {step}; "
+            f"nearest valid: {nearest_multiples(global_batch, step)}"
+        ]
+    if micro is not None:
+        return BatchPlan(micro, global_batch // step, global_batch, world), []
+    if grad_accum is not None:
+        return BatchPlan(global_batch // step, grad_accum, global_batch, world), []
+    return plan, []
+
+
+def nearest_multiples(value: int, step: int) -> str:
+    below = (value // step) * step
+    choices = [c for c in (below, below + step) if c >= step]
+    return " or ".join(f"--global-batch {c}" for c in choices)
+
+
+def hardware_problems(spec: LaunchSpec, hw: Hardware) -> list[str]:
+    """Checks that only make sense on the machine that will run the processes (local launch)."""
+    t = spec.topology
+    if t.on_cpu:
+        return []
+    wanted = t.gpus if t.gpus is not None else 1
+    if hw.gpu_count == 0:
+        return [f"--gpus {wanted}: no GPU is visible on this machine; use --procs {wanted} to run on CPU"]
+    problems = []
+    if wanted > hw.gpu_count:
+        problems.append(f"--gpus {wanted}: only {hw.gpu_count} GPU(s) visible; use --gpus {hw.gpu_count}")
+    old = [cc for cc in hw.compute_capabilities if cc < 8.0]
+    if spec.precision == "bf16" and old:
+        problems.append(
+            f"--precision bf16 needs an Ampere or newer GPU (compute capability >= 8.0); this machine has "
+            f"{', '.join(hw.gpu_names)} (compute capability {min(old)}); use --precision fp16"
+        )
+    return problems
