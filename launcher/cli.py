@@ -80,8 +80,12 @@ def load_job(path: str) -> LaunchSpec:
         raise SpecError([f"--job {path}: no such file"])
     try:
         data = yaml.safe_load(file.read_text())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError([f"--job {path}: not valid YAML{where}: {err.problem}"]) from None
     except yaml.YAMLError as err:
-        raise SpecError([f"--job {path}: not valid YAML: {err}".replace("\n", " ")]) from None
+        raise SpecError([f"--job {path}: not valid YAML: {err}"]) from None
     spec = from_mapping(data if data is not None else {}, path)
     if spec.recipe is not None and not Path(spec.recipe).is_absolute():
         # A recipe in a job file is relative to the job file, so jobs/*.yaml work from anywhere.
@@ -174,13 +178,14 @@ def configs(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     if ns.presets:
         return write_presets(Path(ns.out or ".")) if ns.write else print_presets()
-    rendered = render_all(validate(spec_from_args(ns, None, ())))
+    resolved = validate(spec_from_args(ns, None, ()))
+    if ns.write and not ns.out:
+        raise SpecError(["configs --write needs --out DIR (where to write the three files)"])
+    out = Path(ns.out or ".")
+    rendered = render_all(resolved, deepspeed_path=str(out / DEEPSPEED_FILE))
     if not ns.write:
         print_files(rendered)
         return 0
-    if not ns.out:
-        raise SpecError(["configs --write needs --out DIR (where to write the three files)"])
-    out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in texts(rendered).items():
         rundir.write_atomic(out / name, text)

@@ -16,9 +16,9 @@ def render_accelerate(
 ) -> dict[str, Any]:
     """accelerate's ``ClusterConfig`` as a dict.
 
-    CPU runs still say ``MULTI_GPU``/``DEEPSPEED`` with ``use_cpu: false``: accelerate's CPU path
-    (``--cpu``, ``MULTI_CPU``) silently starts a single process unless mpirun is used, whereas this
-    layout gives real gloo workers through torchrun; the trainer gets ``use_cpu=True`` instead.
+    CPU runs still say ``MULTI_GPU``/``DEEPSPEED`` and leave accelerate's ``use_cpu`` off: its CPU
+    path (``--cpu``, ``MULTI_CPU``) silently starts a single process unless mpirun is used, whereas
+    this layout gives real gloo workers through torchrun; the trainer gets ``use_cpu=True`` instead.
     """
     spec = resolved.spec
     topo = spec.topology
@@ -30,7 +30,6 @@ def render_accelerate(
         "machine_rank": machine_rank,
         "rdzv_backend": "static",
         "same_network": True,
-        "use_cpu": False,
         "main_training_function": "main",
     }
     if main_process_ip is not None:
