@@ -92,7 +92,8 @@ def test_bad_input_is_refused_clearly(
     if job is not None:
         (in_tmp / "job.yaml").write_text(job)
     before = sorted(p.name for p in in_tmp.rglob("*"))
-    code = main(argv + ["--dry-run"] if argv and argv[0] != "configs" and "--job" not in argv else argv)
+    dry = argv and argv[0] != "configs" and "--job" not in argv
+    code = main([*argv, "--dry-run"] if dry else argv)
     err = capsys.readouterr().err
     assert code == 2
     for fragment in fragments:
