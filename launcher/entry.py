@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     run_dir: Path = ns.run_dir
     resolved = validate(from_mapping(rundir.read_json(run_dir / rundir.SPEC), str(run_dir / rundir.SPEC)))
+    init_deepspeed_on_cpu(resolved)
     install_guard(resolved, run_dir)
     try:
         run_recipe(ns.recipe, ns.recipe_args)
@@ -60,6 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     mark_done(run_dir)
     close_process_group()
     return 0
+
+
+def init_deepspeed_on_cpu(resolved: Resolved) -> None:
+    """With ``use_cpu=True`` accelerate never initialises ``deepspeed.comm``; ZeRO-3's ``zero.Init``
+    then sees a world size of 1 and fails DeepSpeed's batch assertion. Initialise it ourselves."""
+    if resolved.uses_deepspeed and resolved.spec.topology.on_cpu:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
 
 
 def run_recipe(recipe: str, args: Sequence[str]) -> None:

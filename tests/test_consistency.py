@@ -210,4 +210,3 @@ def leaf_keys(data: dict[str, Any]) -> set[str]:
     for key, value in data.items():
         keys |= leaf_keys(value) if isinstance(value, dict) else {key}
     return keys
-

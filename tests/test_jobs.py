@@ -26,6 +26,8 @@ def test_job_spec_is_valid_and_documented(job: Path, monkeypatch: pytest.MonkeyP
     header = [line for line in job.read_text().splitlines() if line.startswith("#")]
     assert any(f"ftlaunch --job {job.relative_to(REPO)}" in line for line in header), "launch command missing"
     if resolved.batch.global_batch is not None:
-        arithmetic = (f"{resolved.batch.micro} x {resolved.batch.grad_accum} x {resolved.world_size} "
-                      f"= {resolved.batch.global_batch}")
+        arithmetic = (
+            f"{resolved.batch.micro} x {resolved.batch.grad_accum} x {resolved.world_size} "
+            f"= {resolved.batch.global_batch}"
+        )
         assert any(arithmetic in line for line in header), f"header should state: {arithmetic}"

@@ -47,25 +47,12 @@ class Plan:
 def plan(resolved: Resolved, run_dir: Path, port: int | None = None) -> Plan:
     spec = resolved.spec
     assert spec.recipe is not None
-    argv = (
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(run_dir / ACCELERATE_FILE),
-        "--main_process_port",
-        str(port if port is not None else free_port()),
-        "--tee",
-        "3",
-        "--log_dir",
-        str(run_dir / rundir.LOGS),
-        "-m",
-        "launcher.entry",
-        "--run-dir",
-        str(run_dir),
-        spec.recipe,
-        *spec.args,
-    )
+    port_arg = str(port if port is not None else free_port())
+    layout = ["--config_file", str(run_dir / ACCELERATE_FILE), "--main_process_port", port_arg]
+    # torchrun's tee: per-rank files under logs/ and a [rankN]: prefix on every console line.
+    logs = ["--tee", "3", "--log_dir", str(run_dir / rundir.LOGS), "--role", "rank"]
+    entry = ["-m", "launcher.entry", "--run-dir", str(run_dir), spec.recipe, *spec.args]
+    argv = (sys.executable, "-m", "accelerate.commands.launch", *layout, *logs, *entry)
     env = {"DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""} if spec.topology.on_cpu else {}
     notes = tuple(f"a real launch here would refuse: {p}" for p in local_problems(resolved))
     return Plan(run_dir, argv, env, notes)
@@ -139,7 +126,7 @@ def run(resolved: Resolved, run_dir: Path) -> int:
 
 
 def stream(source: IO[bytes] | None, log: IO[bytes]) -> None:
-    """Copy the workers' output (already ``[rankN]:``-prefixed by torchrun's tee) to console and log."""
+    """Copy the workers' output (``[rankN]:``-prefixed by torchrun's tee) to the console and a log."""
     if source is None:
         return
     out = sys.stdout.buffer

@@ -40,9 +40,21 @@ def test_signal_leaves_no_process_behind(signum: int, tmp_path: Path) -> None:
     pids_dir = tmp_path / "pids"
     pids_dir.mkdir()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "--procs", "2", "--runs-dir", str(tmp_path / "runs"),
-         str(HERE / "sleeper.py"), str(pids_dir)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "launcher",
+            "--procs",
+            "2",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            str(HERE / "sleeper.py"),
+            str(pids_dir),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         wait_for(lambda: len(list(pids_dir.glob("*.pid"))) == 2, 120, "both workers to start")
