@@ -1,0 +1,97 @@
+"""The entry's reconciliation of a recipe's trainer arguments with the spec, on real TRL configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launcher.entry import reconcile
+from launcher.errors import SpecError
+from launcher.rules import Resolved, validate
+from launcher.spec import Batch, LaunchSpec, Topology, Zero
+
+trl = pytest.importorskip("trl")
+
+
+def resolved(**batch: int) -> Resolved:
+    return validate(LaunchSpec(topology=Topology(procs=2), zero=Zero(stage=1), batch=Batch(**batch)))
+
+
+def tutorial_config(tmp_path: Path, **overrides: Any) -> Any:
+    """What TRL tutorials hard-code."""
+    values = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 8,
+        "bf16": True,
+        "use_cpu": True,
+        **overrides,
+    }
+    return trl.SFTConfig(**values)
+
+
+@pytest.fixture
+def as_rank(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Reconcile as a rank of a 2-process run would (configs are built outside it: building them
+    with WORLD_SIZE set would start a process group)."""
+
+    def run(args: Any, spec: Resolved, run_dir: Path, world: int = 2) -> None:
+        with monkeypatch.context() as m:
+            m.setenv("WORLD_SIZE", str(world))
+            reconcile(args, spec, run_dir)
+
+    return run
+
+
+def test_recipe_values_are_adopted_without_batch_flags(tmp_path: Path, as_rank: Any) -> None:
+    args = tutorial_config(tmp_path)
+    as_rank(args, resolved(), tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.bf16) == (1, 8, True)
+    assert args.output_dir == str(tmp_path / "out"), "an explicit output_dir is the recipe's to keep"
+
+
+def test_defaults_are_filled_from_the_spec(tmp_path: Path, as_rank: Any) -> None:
+    args = trl.SFTConfig(use_cpu=True)
+    as_rank(
+        args,
+        validate(
+            LaunchSpec(
+                topology=Topology(procs=2),
+                batch=Batch(micro=3, grad_accum=5),
+                precision="fp32",
+                max_grad_norm=0.3,
+            )
+        ),
+        tmp_path,
+    )
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 5)
+    assert (args.bf16, args.fp16, args.max_grad_norm) == (False, False, 0.3)
+    assert args.output_dir == str(tmp_path / "checkpoints")
+
+
+def test_conflicting_explicit_value_is_refused_naming_both(tmp_path: Path, as_rank: Any) -> None:
+    args = tutorial_config(tmp_path)
+    with pytest.raises(SpecError) as err:
+        as_rank(args, resolved(micro=1, grad_accum=2), tmp_path)
+    message = err.value.render()
+    assert "gradient_accumulation_steps=8" in message and "--grad-accum" in message
+    assert "gradient_accumulation_steps=2" in message
+
+
+def test_global_batch_alone_uses_the_recipe_micro_batch(tmp_path: Path, as_rank: Any) -> None:
+    args = trl.SFTConfig(per_device_train_batch_size=2, use_cpu=True)
+    as_rank(args, resolved(global_batch=32), tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 8)
+
+
+def test_global_batch_that_the_recipe_micro_batch_cannot_reach(tmp_path: Path, as_rank: Any) -> None:
+    args = trl.SFTConfig(per_device_train_batch_size=3, use_cpu=True)
+    with pytest.raises(SpecError, match=r"--global-batch 32 is not divisible.*per_device_train_batch_size"):
+        as_rank(args, resolved(global_batch=32), tmp_path)
+
+
+def test_world_size_other_than_the_spec_is_refused(tmp_path: Path, as_rank: Any) -> None:
+    with pytest.raises(SpecError, match="3 processes but the spec says world size 2"):
+        as_rank(trl.SFTConfig(use_cpu=True), resolved(), tmp_path, world=3)
