@@ -131,20 +131,21 @@ def launch(argv: list[str]) -> int:
     if ns.dry_run:
         run_dir = rundir.planned_path(spec.runs_dir, name)
         rendered = render_all(resolved, deepspeed_path=str(run_dir / DEEPSPEED_FILE))
-        print_dry_run(resolved, rendered, local.plan(resolved, run_dir))
+        notes = [f"a real launch here would refuse: {p}" for p in local.local_problems(resolved)]
+        print_dry_run(resolved, rendered, local.plan(resolved, run_dir, local.free_port()), notes)
         return 0
     local.preflight(resolved)
     return local.run(resolved, rundir.create(spec.runs_dir, name))
 
 
-def print_dry_run(resolved: Resolved, rendered: Rendered, plan: Any) -> None:
+def print_dry_run(resolved: Resolved, rendered: Rendered, plan: Any, notes: list[str]) -> None:
     spec = resolved.spec
     print(f"# effective: {resolved.batch.describe()}")
     print(
         f"# precision: {spec.precision or 'the recipe’s'}, zero stage: {spec.zero.stage}"
         f"{' (plain DDP)' if spec.zero.stage == 0 else ''}, world size: {resolved.world_size}"
     )
-    for note in plan.notes:
+    for note in notes:
         print(f"# note: {note}")
     print(f"# run folder: {plan.run_dir}")
     print_files(rendered, prefix=f"{plan.run_dir}/")

@@ -72,7 +72,7 @@ def validate(spec: LaunchSpec) -> Resolved:
     batch, batch_errors = resolve_batch(
         spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size
     )
-    problems += batch_errors
+    problems += batch_errors + grpo_problems(spec, batch)
     if problems:
         raise SpecError(problems)
     return Resolved(spec, batch)
@@ -157,6 +157,36 @@ def qlora_problems(spec: LaunchSpec) -> list[str]:
     return [
         f"QLoRA (--load_in_4bit) with --zero 3 needs the recipe argument --bnb_4bit_quant_storage {needed} "
         f"(to match precision {precision}; got {storage or 'unset'}); add it, or use --zero 2"
+    ]
+
+
+def grpo_problems(spec: LaunchSpec, batch: BatchPlan) -> list[str]:
+    """TRL's GRPO rule, checked before launch: the generation batch
+    (micro x processes x steps_per_generation, the latter defaulting to the accumulation) must be
+    divisible by ``--num_generations``, which must be at least 2."""
+    raw = recipe_flag_value(spec.args, "--num_generations")
+    if raw is None or not raw.isdigit():
+        return []
+    generations = int(raw)
+    if generations < 2:
+        return [
+            f"recipe argument --num_generations {generations}: GRPO needs at least 2 generations per prompt"
+        ]
+    if recipe_flag_value(spec.args, "--generation_batch_size") and recipe_flag_value(
+        spec.args, "--steps_per_generation"
+    ):
+        return ["recipe arguments --generation_batch_size and --steps_per_generation conflict: give one"]
+    steps = recipe_flag_value(spec.args, "--steps_per_generation")
+    per_generation = int(steps) if steps and steps.isdigit() else batch.grad_accum
+    if batch.micro is None or per_generation is None:
+        return []  # the recipe supplies the rest; TRL checks it at start
+    generation_batch = batch.micro * batch.world_size * per_generation
+    if generation_batch % generations == 0:
+        return []
+    return [
+        f"GRPO: generation batch = micro {batch.micro} x world {batch.world_size} x steps per generation "
+        f"{per_generation} = {generation_batch} is not divisible by --num_generations {generations}; "
+        "change --num_generations or the batch flags"
     ]
 
 

@@ -80,6 +80,11 @@ CASES = [
         None,
         ["--bnb_4bit_quant_storage float32", "got bfloat16"],
     ),
+    (
+        ["--gpus", "8", "--micro-batch", "1", "--grad-accum", "2", "recipe.py", "--num_generations", "6"],
+        None,
+        ["generation batch", "= 16", "--num_generations 6"],
+    ),
     (["configs", "--zero", "5"], None, ["--zero 5"]),
     (["configs", "--zero", "2", "--write"], None, ["--write needs --out"]),
 ]

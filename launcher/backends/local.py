@@ -37,25 +37,23 @@ class Plan:
     run_dir: Path
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
 
     def shell_command(self) -> str:
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
         return f"{assignments} {shlex.join(self.argv)}".strip()
 
 
-def plan(resolved: Resolved, run_dir: Path, port: int | None = None) -> Plan:
+def plan(resolved: Resolved, run_dir: Path, port: int) -> Plan:
+    """The exact command and environment; pure, so ``--dry-run`` shows what ``run`` executes."""
     spec = resolved.spec
     assert spec.recipe is not None
-    port_arg = str(port if port is not None else free_port())
-    layout = ["--config_file", str(run_dir / ACCELERATE_FILE), "--main_process_port", port_arg]
+    layout = ["--config_file", str(run_dir / ACCELERATE_FILE), "--main_process_port", str(port)]
     # torchrun's tee: per-rank files under logs/ and a [rankN]: prefix on every console line.
     logs = ["--tee", "3", "--log_dir", str(run_dir / rundir.LOGS), "--role", "rank"]
     entry = ["-m", "launcher.entry", "--run-dir", str(run_dir), spec.recipe, *spec.args]
     argv = (sys.executable, "-m", "accelerate.commands.launch", *layout, *logs, *entry)
     env = {"DS_ACCELERATOR": "cpu", "CUDA_VISIBLE_DEVICES": ""} if spec.topology.on_cpu else {}
-    notes = tuple(f"a real launch here would refuse: {p}" for p in local_problems(resolved))
-    return Plan(run_dir, argv, env, notes)
+    return Plan(run_dir, argv, env)
 
 
 def local_problems(resolved: Resolved) -> list[str]:
@@ -97,7 +95,7 @@ def write_run_files(resolved: Resolved, the_plan: Plan) -> None:
 
 
 def run(resolved: Resolved, run_dir: Path) -> int:
-    the_plan = plan(resolved, run_dir)
+    the_plan = plan(resolved, run_dir, free_port())
     write_run_files(resolved, the_plan)
     print(f"ftlaunch: run folder {run_dir}", file=sys.stderr)
     rundir.update_status(
