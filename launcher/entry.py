@@ -86,7 +86,7 @@ def run_recipe(recipe: str, args: Sequence[str]) -> None:
 def refuse(run_dir: Path, err: SpecError) -> int:
     if rank() == 0:
         text = err.render() + "\n"
-        rundir.write_atomic(run_dir / "entry_error.txt", text)
+        rundir.write_atomic(run_dir / rundir.ENTRY_ERROR, text)
         print(text, file=sys.stderr, end="", flush=True)
     return 2
 

@@ -25,6 +25,7 @@ EFFECTIVE = "effective.json"
 LOGS = "logs"
 DONE = "done"  # one completion marker per rank: rank{R}.json, written after the recipe returned
 CHECKPOINTS = "checkpoints"
+ENTRY_ERROR = "entry_error.txt"  # why the entry refused to start the recipe (rank 0 writes it)
 
 # Environment worth keeping to reproduce a run; anything that looks like a credential is dropped.
 _KEEP_PREFIXES = (

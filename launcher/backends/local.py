@@ -176,9 +176,11 @@ def report(resolved: Resolved, run_dir: Path, exit_code: int, interrupted: bool)
         f"completed). Run folder: {run_dir}",
         file=sys.stderr,
     )
-    error = run_dir / "entry_error.txt"
+    error = run_dir / rundir.ENTRY_ERROR
     if not finished and error.exists():
+        # The recipe's arguments contradicted the spec: the same "bad input" exit code as the CLI.
         print(error.read_text(), file=sys.stderr, end="")
+        return 2
     return 0 if finished else (exit_code or 1)
 
 
