@@ -26,7 +26,7 @@ examples:
   ftlaunch --procs 2 --zero 2 jobs/sft.py                 # demo: 2 CPU processes, ZeRO-2, tiny model
   ftlaunch --gpus 8 --zero 1 --global-batch 64 --micro-batch 2 recipe.py --model_name_or_path M
   ftlaunch --gpus 8 --zero 3 --dry-run recipe.py          # print the files and the command only
-  ftlaunch --job jobs/sft_zero2.yaml --grad-accum 4       # a job spec, flags win
+  ftlaunch --job jobs/sft_demo.yaml --grad-accum 4        # a job spec, flags win
   ftlaunch configs --zero 2 --offload-optimizer cpu       # print the generated configs
   ftlaunch runs                                           # list run folders
 
@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as err:
         print(err.render(), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ftlaunch --dry-run ... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # ---------------------------------------------------------------- parsing
@@ -142,7 +145,7 @@ def print_dry_run(resolved: Resolved, rendered: Rendered, plan: Any, notes: list
     spec = resolved.spec
     print(f"# effective: {resolved.batch.describe()}")
     print(
-        f"# precision: {spec.precision or 'the recipe’s'}, zero stage: {spec.zero.stage}"
+        f"# precision: {spec.precision or 'from the recipe'}, zero stage: {spec.zero.stage}"
         f"{' (plain DDP)' if spec.zero.stage == 0 else ''}, world size: {resolved.world_size}"
     )
     for note in notes:
