@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from launcher import rundir
+from launcher.backends.local import report
+from launcher.rules import Resolved, validate
+from launcher.spec import LaunchSpec, Topology
 
 
 def test_each_launch_gets_a_new_folder(tmp_path: Path) -> None:
@@ -38,3 +41,23 @@ def test_status_updates_merge(tmp_path: Path) -> None:
         "exit_code": 0,
     }
     assert [p.name for p in tmp_path.iterdir()] == [rundir.STATUS], "no temp file left behind"
+
+
+def _run_with_markers(tmp_path: Path, ranks: int) -> tuple[Path, Resolved]:
+    run = rundir.create(tmp_path, "r")
+    for rank in range(ranks):
+        rundir.write_json(run / rundir.DONE / f"rank{rank}.json", {"rank": rank, "world_size": 2})
+    return run, validate(LaunchSpec(topology=Topology(procs=2)))
+
+
+def test_crash_at_shutdown_after_training_is_reported_as_finished(tmp_path: Path) -> None:
+    run, resolved = _run_with_markers(tmp_path, ranks=2)
+    assert report(resolved, run, exit_code=134, interrupted=False) == 0
+    status = rundir.read_json(run / rundir.STATUS)
+    assert status["state"] == "finished" and status["shutdown_crash"] is True and status["exit_code"] == 134
+
+
+def test_missing_completion_marker_is_a_failure_whatever_the_exit_code(tmp_path: Path) -> None:
+    run, resolved = _run_with_markers(tmp_path, ranks=1)
+    assert report(resolved, run, exit_code=0, interrupted=False) == 1
+    assert rundir.read_json(run / rundir.STATUS)["state"] == "failed"
