@@ -120,7 +120,22 @@ class RunInfo:
 
     @property
     def state(self) -> str:
-        return str(self.status.get("state", "unknown"))
+        """The recorded state, except that a "running" run whose launcher is gone is "lost"."""
+        state = str(self.status.get("state", "unknown"))
+        pid = self.status.get("launcher_pid")
+        if state == "running" and isinstance(pid, int) and not _alive(pid):
+            return "lost"
+        return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from launcher import rundir
@@ -61,3 +62,18 @@ def test_missing_completion_marker_is_a_failure_whatever_the_exit_code(tmp_path:
     run, resolved = _run_with_markers(tmp_path, ranks=1)
     assert report(resolved, run, exit_code=0, interrupted=False) == 1
     assert rundir.read_json(run / rundir.STATUS)["state"] == "failed"
+
+
+def test_a_running_run_whose_launcher_died_is_lost(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    run = rundir.create(tmp_path, "r")
+    rundir.write_json(run / rundir.SPEC, {})
+    rundir.update_status(run, state="running", launcher_pid=int(gone.stdout))
+    assert [r.state for r in rundir.list_runs(tmp_path)] == ["lost"]
+    rundir.update_status(run, launcher_pid=os.getpid())
+    assert [r.state for r in rundir.list_runs(tmp_path)] == ["running"]

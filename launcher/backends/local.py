@@ -101,6 +101,7 @@ def run(resolved: Resolved, run_dir: Path) -> int:
     rundir.update_status(
         run_dir,
         state="running",
+        launcher_pid=os.getpid(),
         started=time.time(),
         world_size=resolved.world_size,
         expected=resolved.batch.describe(),
