@@ -20,18 +20,22 @@ Without ``--model_name_or_path`` (or with ``tiny``) a ~100k-parameter Qwen2 is b
 """
 
 import re
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+from recipe_utils import (
+    DATA_DIR,
+    dataset_name_field,
+    load_model,
+    load_splits,
+    load_tokenizer,
+    no_accelerator,
+    resolve_model_name,
+    resume_target,
+)
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE / "data" / "grpo_math.jsonl"
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-TINY_ALIASES = (None, "", "tiny")
-RESUME_LATEST = ("true", "last", "latest")
+DEFAULT_DATA = DATA_DIR / "grpo_math.jsonl"
 # Recipe defaults that differ from TRL's, sized for a CPU; any flag still overrides them.
 CPU_SIZED_DEFAULTS = {"num_generations": 4, "max_completion_length": 32}
 
@@ -45,20 +49,7 @@ TAGS = ("<reasoning>\n", "\n</reasoning>\n", "\n<answer>\n", "\n</answer>")
 class GRPOScriptArguments(ScriptArguments):
     """TRL's script arguments, with the shipped math prompts as default."""
 
-    dataset_name: str = field(
-        default=str(DEFAULT_DATA),
-        metadata={"help": "A .json/.jsonl/.csv/.parquet file, a dataset folder or a hub dataset name."},
-    )
-
-
-def no_accelerator() -> bool:
-    """TRL defaults to ``bf16=True``, which transformers refuses on a machine without an accelerator
-    unless ``use_cpu`` is set ("Your setup doesn't support bf16/gpu. You need to assign use_cpu if
-    you want to train the model on CPU."); so on such a machine ``--use_cpu`` becomes the default."""
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
-    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
+    dataset_name: str = dataset_name_field(DEFAULT_DATA)
 
 
 # ---------------------------------------------------------------- rewards
@@ -108,78 +99,6 @@ def xml_count_reward(completions: list[Any], **_: Any) -> list[float]:
 REWARDS = [correctness_reward, integer_reward, strict_format_reward, soft_format_reward, xml_count_reward]
 
 
-# ---------------------------------------------------------------- model and data
-
-
-def resolve_model_name(name: str | None) -> str:
-    """``tiny`` or nothing means the locally built tiny model; ``make_tiny`` is imported only then."""
-    if name not in TINY_ALIASES:
-        return str(name)
-    sys.path.insert(0, str(HERE))
-    from make_tiny import resolve_model_name as tiny
-
-    return tiny(name)
-
-
-def device_map_for(quantized: bool, args: GRPOConfig) -> Any:
-    """bitsandbytes needs an explicit placement: this rank's GPU, or the CPU when there is none."""
-    import torch
-    from accelerate import PartialState
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not quantized or is_deepspeed_zero3_enabled():
-        return None
-    if args.use_cpu or not torch.cuda.is_available():
-        return "cpu"
-    return {"": PartialState().local_process_index}
-
-
-def load_model(name: str, model_args: ModelConfig, args: GRPOConfig) -> Any:
-    from transformers import AutoModelForCausalLM
-    from trl import get_quantization_config
-
-    quantization = get_quantization_config(model_args)
-    return AutoModelForCausalLM.from_pretrained(
-        name,
-        revision=model_args.model_revision,
-        dtype=model_args.dtype,
-        attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization,
-        device_map=device_map_for(quantization is not None, args),
-        trust_remote_code=args.trust_remote_code,
-    )
-
-
-def load_splits(script_args: ScriptArguments, want_eval: bool) -> tuple[Any, Any]:
-    """The train split and, if evaluation is on, the test split (or 10% held out of train)."""
-    from datasets import load_dataset
-
-    name = script_args.dataset_name
-    path = Path(name).expanduser()
-    if path.is_file() and path.suffix in FILE_BUILDERS:
-        data = load_dataset(FILE_BUILDERS[path.suffix], data_files={"train": str(path)})
-    else:
-        data = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
-    train = data[script_args.dataset_train_split]
-    if not want_eval:
-        return train, None
-    if script_args.dataset_test_split in data:
-        return train, data[script_args.dataset_test_split]
-    held_out = train.train_test_split(test_size=0.1, seed=0)
-    return held_out["train"], held_out["test"]
-
-
-def resume_target(args: GRPOConfig) -> str | bool | None:
-    """``--resume_from_checkpoint last`` resumes from the newest checkpoint if any, else starts fresh."""
-    value = args.resume_from_checkpoint
-    if value is None or str(value).lower() not in RESUME_LATEST:
-        return value
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = Path(args.output_dir)
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
 def main() -> None:
     parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
     parser.set_defaults(use_cpu=no_accelerator(), **CPU_SIZED_DEFAULTS)
@@ -187,17 +106,13 @@ def main() -> None:
     # The config exists from here on; only now is anything heavy loaded.
     name = resolve_model_name(model_args.model_name_or_path)
     train, evaluation = load_splits(script_args, want_eval=training_args.eval_strategy != "no")
-    from transformers import AutoTokenizer
-
     trainer = GRPOTrainer(
         model=load_model(name, model_args, training_args),
         reward_funcs=REWARDS,
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluation,
-        processing_class=AutoTokenizer.from_pretrained(
-            name, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
-        ),
+        processing_class=load_tokenizer(name, model_args, training_args),
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=resume_target(training_args))

@@ -26,23 +26,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recipe_utils import (
+    DATA_DIR,
+    dataset_name_field,
+    load_model,
+    load_splits,
+    load_tokenizer,
+    no_accelerator,
+    resolve_model_name,
+    resume_target,
+)
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE / "data" / "sft_messages.jsonl"
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-TINY_ALIASES = (None, "", "tiny")
-RESUME_LATEST = ("true", "last", "latest")
+DEFAULT_DATA = DATA_DIR / "sft_messages.jsonl"
 
 
 @dataclass
 class SFTScriptArguments(ScriptArguments):
     """TRL's script arguments, with the shipped data as default and the PEFT method to use."""
 
-    dataset_name: str = field(
-        default=str(DEFAULT_DATA),
-        metadata={"help": "A .json/.jsonl/.csv/.parquet file, a dataset folder or a hub dataset name."},
-    )
+    dataset_name: str = dataset_name_field(DEFAULT_DATA)
     peft_type: str = field(
         default="lora",
         metadata={
@@ -57,66 +60,7 @@ class SFTScriptArguments(ScriptArguments):
     )
 
 
-def no_accelerator() -> bool:
-    """TRL defaults to ``bf16=True``, which transformers refuses on a machine without an accelerator
-    unless ``use_cpu`` is set ("Your setup doesn't support bf16/gpu. You need to assign use_cpu if
-    you want to train the model on CPU."); so on such a machine ``--use_cpu`` becomes the default."""
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
-    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
-
-
-# ---------------------------------------------------------------- model
-
-
-def resolve_model_name(name: str | None) -> str:
-    """``tiny`` or nothing means the locally built tiny model; ``make_tiny`` is imported only then, so
-    the recipe also runs when copied somewhere else and given a real model."""
-    if name not in TINY_ALIASES:
-        return str(name)
-    sys.path.insert(0, str(HERE))
-    from make_tiny import resolve_model_name as tiny
-
-    return tiny(name)
-
-
-def device_map_for(quantized: bool, args: SFTConfig) -> Any:
-    """bitsandbytes needs an explicit placement: this rank's GPU, or the CPU when there is none.
-    Unquantized models (and ZeRO-3, which partitions while loading) are placed by the trainer."""
-    import torch
-    from accelerate import PartialState
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not quantized or is_deepspeed_zero3_enabled():
-        return None
-    if args.use_cpu or not torch.cuda.is_available():
-        return "cpu"
-    return {"": PartialState().local_process_index}
-
-
-def load_model(name: str, model_args: ModelConfig, args: SFTConfig) -> Any:
-    from transformers import AutoModelForCausalLM
-    from trl import get_quantization_config
-
-    quantization = get_quantization_config(model_args)
-    return AutoModelForCausalLM.from_pretrained(
-        name,
-        revision=model_args.model_revision,
-        dtype=model_args.dtype,
-        attn_implementation=model_args.attn_implementation,
-        quantization_config=quantization,
-        device_map=device_map_for(quantization is not None, args),
-        trust_remote_code=args.trust_remote_code,
-    )
-
-
-def load_tokenizer(name: str, model_args: ModelConfig, args: SFTConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(
-        name, revision=model_args.model_revision, trust_remote_code=args.trust_remote_code
-    )
+# ---------------------------------------------------------------- PEFT
 
 
 def peft_config_for(script_args: SFTScriptArguments, model_args: ModelConfig) -> Any:
@@ -141,42 +85,7 @@ def fit_args_to_peft(script_args: SFTScriptArguments, args: SFTConfig) -> None:
             setattr(args, name, False)
 
 
-# ---------------------------------------------------------------- data
-
-
-def load_splits(script_args: ScriptArguments, want_eval: bool) -> tuple[Any, Any]:
-    """The train split and, if evaluation is on, the test split (or 10% held out of train when the
-    data has none: a single JSONL file only has ``train``)."""
-    from datasets import load_dataset
-
-    name = script_args.dataset_name
-    path = Path(name).expanduser()
-    if path.is_file() and path.suffix in FILE_BUILDERS:
-        data = load_dataset(FILE_BUILDERS[path.suffix], data_files={"train": str(path)})
-    else:
-        data = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
-    train = data[script_args.dataset_train_split]
-    if not want_eval:
-        return train, None
-    if script_args.dataset_test_split in data:
-        return train, data[script_args.dataset_test_split]
-    held_out = train.train_test_split(test_size=0.1, seed=0)
-    return held_out["train"], held_out["test"]
-
-
 # ---------------------------------------------------------------- train
-
-
-def resume_target(args: SFTConfig) -> str | bool | None:
-    """``--resume_from_checkpoint last`` (or ``true``) resumes from the newest checkpoint in the output
-    folder if there is one and starts fresh otherwise, so the same command works after a crash."""
-    value = args.resume_from_checkpoint
-    if value is None or str(value).lower() not in RESUME_LATEST:
-        return value
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = Path(args.output_dir)
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
 def save_merged(name: str, model_args: ModelConfig, args: SFTConfig, tokenizer: Any) -> None:
