@@ -158,6 +158,8 @@ def coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
     input is reported in one error rather than one per attempt.
     """
     if raw is None:
+        if type(None) not in typing.get_args(hint):
+            problems.append(f"{where}: needs a value ({describe_type(hint)}), got nothing")
         return None
     for kind in _alternatives(hint):
         ok, value = _convert(kind, raw)

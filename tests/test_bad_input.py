@@ -58,6 +58,7 @@ CASES = [
     (["--job", "job.yaml"], "zero: 2\n", ["'zero' must be a mapping"]),
     (["--job", "nope.yaml"], None, ["--job nope.yaml", "no such file"]),
     (["--job", "job.yaml"], "batch: {micro: 2.5}\n", ["'batch.micro'", "2.5", "integer"]),
+    (["--job", "job.yaml"], "topology: {nodes: null}\n", ["'topology.nodes'", "needs a value"]),
     (
         ["--gpus", "2", "--zero", "3", "recipe.py", "--load_in_4bit"],
         None,
