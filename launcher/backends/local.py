@@ -108,6 +108,7 @@ def run(resolved: Resolved, run_dir: Path) -> int:
     )
     tree = ProcessTree()
     tree.become_subreaper()
+    interrupted = forward_signals(tree)  # before spawning: no window where a signal orphans workers
     proc = subprocess.Popen(
         the_plan.argv,
         env={**os.environ, **the_plan.env},
@@ -115,8 +116,7 @@ def run(resolved: Resolved, run_dir: Path) -> int:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    tree.watch(proc.pid)
-    interrupted = forward_signals(proc, tree)
+    tree.watch()
     with open(run_dir / rundir.LOGS / "launcher.log", "ab") as log:
         stream(proc.stdout, log)
     exit_code = proc.wait()
@@ -135,8 +135,8 @@ def stream(source: IO[bytes] | None, log: IO[bytes]) -> None:
         out.flush()
 
 
-def forward_signals(proc: subprocess.Popen[bytes], tree: ProcessTree) -> threading.Event:
-    """On Ctrl-C / SIGTERM: ask the launcher to stop, then end every process of the tree."""
+def forward_signals(tree: ProcessTree) -> threading.Event:
+    """On Ctrl-C / SIGTERM / SIGHUP: pass the signal to every process of the tree, then end them."""
     interrupted = threading.Event()
 
     def handler(signum: int, _frame: FrameType | None) -> None:
@@ -207,7 +207,7 @@ class ProcessTree:
             pr_set_child_subreaper = 36
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
-    def watch(self, pid: int) -> None:
+    def watch(self) -> None:
         self._snapshot()
         threading.Thread(target=self._poll, daemon=True).start()
 
