@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,6 +20,9 @@ from launcher.errors import SpecError
 from launcher.render import DEEPSPEED_FILE, Rendered, json_text, render_all, texts, yaml_text
 from launcher.rules import Resolved, validate
 from launcher.spec import LaunchSpec, coerce, from_mapping, leaves, merge
+
+if TYPE_CHECKING:
+    from launcher.backends.local import Plan
 
 LAUNCH_EXAMPLES = """\
 examples:
@@ -141,7 +144,7 @@ def launch(argv: list[str]) -> int:
     return local.run(resolved, rundir.create(spec.runs_dir, name))
 
 
-def print_dry_run(resolved: Resolved, rendered: Rendered, plan: Any, notes: list[str]) -> None:
+def print_dry_run(resolved: Resolved, rendered: Rendered, plan: Plan, notes: list[str]) -> None:
     spec = resolved.spec
     print(f"# effective: {resolved.batch.describe()}")
     print(

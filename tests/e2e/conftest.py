@@ -17,7 +17,7 @@ from launcher import rundir
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
 # Few, short steps: enough for a logged loss and one checkpoint on every rank.
-TRAIN_ARGS = ["--max_steps", "2", "--logging_steps", "1", "--save_steps", "2", "--report_to", "none"]
+TRAIN_ARGS = "--max_steps 2 --logging_steps 1 --save_steps 2 --report_to none"
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +50,16 @@ class Launch:
         return json.loads((self.run_dir / name).read_text())
 
 
-def ftlaunch(argv: list[str], env: dict[str, str], runs: Path, timeout: int = 420) -> Launch:
+def ftlaunch(flags: str, recipe: str, recipe_args: str, env: dict[str, str], runs: Path) -> Launch:
+    """``ftlaunch FLAGS jobs/RECIPE RECIPE_ARGS``, written as the user would type it."""
+    argv = [*flags.split(), str(JOBS / recipe), *recipe_args.split()]
     proc = subprocess.run(
         [sys.executable, "-m", "launcher", "--runs-dir", str(runs), *argv],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=420,
     )
     found = rundir.list_runs(runs)
     return Launch(proc.returncode, proc.stdout + proc.stderr, found[-1].path if found else None)

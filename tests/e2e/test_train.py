@@ -38,44 +38,23 @@ def assert_trained(launch: Launch, world: int, global_batch: int, stage: int) ->
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_sft_lora_two_processes(stage: int, e2e_env: dict[str, str], tmp_path: Path) -> None:
     launch = ftlaunch(
-        [
-            "--procs",
-            "2",
-            "--zero",
-            str(stage),
-            "--micro-batch",
-            "2",
-            "--grad-accum",
-            "2",
-            str(JOBS / "sft.py"),
-            "--use_peft",
-            "--assistant_only_loss",
-            *TRAIN_ARGS,
-        ],
+        f"--procs 2 --zero {stage} --micro-batch 2 --grad-accum 2",
+        "sft.py",
+        f"--use_peft --assistant_only_loss {TRAIN_ARGS}",
         e2e_env,
         tmp_path / "runs",
     )
     assert_trained(launch, world=2, global_batch=8, stage=stage)
-    ds = launch.json("ds_config.json") if stage else None
-    if ds is not None:
+    if stage:
+        ds = launch.json("ds_config.json")
         assert (ds["train_batch_size"], ds["gradient_accumulation_steps"]) == (8, 2)
 
 
 def test_dpo_zero2(e2e_env: dict[str, str], tmp_path: Path) -> None:
     launch = ftlaunch(
-        [
-            "--procs",
-            "2",
-            "--zero",
-            "2",
-            "--global-batch",
-            "8",
-            "--micro-batch",
-            "2",
-            str(JOBS / "dpo.py"),
-            "--use_peft",
-            *TRAIN_ARGS,
-        ],
+        "--procs 2 --zero 2 --global-batch 8 --micro-batch 2",
+        "dpo.py",
+        f"--use_peft {TRAIN_ARGS}",
         e2e_env,
         tmp_path / "runs",
     )
@@ -84,39 +63,16 @@ def test_dpo_zero2(e2e_env: dict[str, str], tmp_path: Path) -> None:
 
 def test_grpo_zero3_recipe_batch_adopted(e2e_env: dict[str, str], tmp_path: Path) -> None:
     """No batch flags: the recipe's own numbers are adopted and recorded."""
-    launch = ftlaunch(
-        [
-            "--procs",
-            "2",
-            "--zero",
-            "3",
-            str(JOBS / "grpo.py"),
-            "--per_device_train_batch_size",
-            "2",
-            "--num_generations",
-            "4",
-            "--max_completion_length",
-            "8",
-            *TRAIN_ARGS,
-        ],
-        e2e_env,
-        tmp_path / "runs",
-    )
+    grpo_args = f"--per_device_train_batch_size 2 --num_generations 4 --max_completion_length 8 {TRAIN_ARGS}"
+    launch = ftlaunch("--procs 2 --zero 3", "grpo.py", grpo_args, e2e_env, tmp_path / "runs")
     assert_trained(launch, world=2, global_batch=4, stage=3)
 
 
 def test_qlora_single_process(e2e_env: dict[str, str], tmp_path: Path) -> None:
     launch = ftlaunch(
-        [
-            "--procs",
-            "1",
-            "--micro-batch",
-            "2",
-            str(JOBS / "sft.py"),
-            "--use_peft",
-            "--load_in_4bit",
-            *TRAIN_ARGS,
-        ],
+        "--procs 1 --micro-batch 2",
+        "sft.py",
+        f"--use_peft --load_in_4bit {TRAIN_ARGS}",
         e2e_env,
         tmp_path / "runs",
     )
@@ -126,57 +82,36 @@ def test_qlora_single_process(e2e_env: dict[str, str], tmp_path: Path) -> None:
 def test_tutorial_script_runs_unmodified(e2e_env: dict[str, str], tmp_path: Path) -> None:
     """Hard-coded SFTConfig(per_device_train_batch_size=1, gradient_accumulation_steps=8, bf16=True)."""
     out = tmp_path / "tutorial_out"
-    launch = ftlaunch(
-        ["--procs", "2", "--zero", "1", str(JOBS / "tutorial_sft.py"), str(out)], e2e_env, tmp_path / "runs"
-    )
+    launch = ftlaunch("--procs 2 --zero 1", "tutorial_sft.py", str(out), e2e_env, tmp_path / "runs")
     assert_trained(launch, world=2, global_batch=16, stage=1)
     assert launch.json("effective.json")["output_dir"] == str(out)
 
 
 def test_conflicting_flag_fails_before_model_load(e2e_env: dict[str, str], tmp_path: Path) -> None:
-    launch = ftlaunch(
-        [
-            "--procs",
-            "2",
-            "--zero",
-            "1",
-            "--grad-accum",
-            "2",
-            str(JOBS / "tutorial_sft.py"),
-            str(tmp_path / "out"),
-        ],
-        e2e_env,
-        tmp_path / "runs",
-    )
+    out = tmp_path / "out"
+    flags = "--procs 2 --zero 1 --grad-accum 2"
+    launch = ftlaunch(flags, "tutorial_sft.py", str(out), e2e_env, tmp_path / "runs")
     assert launch.code == 2, launch.output[-3000:]
     assert "gradient_accumulation_steps=8" in launch.output and "--grad-accum" in launch.output
     assert launch.json("status.json")["state"] == "failed"
     assert "loading weights" not in launch.output.lower()
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
 
 
 def test_committed_preset_works_with_plain_accelerate(e2e_env: dict[str, str], tmp_path: Path) -> None:
     """The presets are for users who launch by hand: `accelerate launch` with the ZeRO-2 preset
     (every trainer-owned number "auto") trains a recipe on 2 processes, no ftlaunch involved."""
     out = tmp_path / "out"
+    launch = "--config_file accelerate_configs/zero2.yaml --num_processes 2 --main_process_port 0"
+    recipe_args = f"--use_peft --output_dir {out} --per_device_train_batch_size 2 {TRAIN_ARGS}"
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "accelerate.commands.launch",
-            "--config_file",
-            "accelerate_configs/zero2.yaml",
-            "--num_processes",
-            "2",
-            "--main_process_port",
-            "0",
+            *launch.split(),
             str(JOBS / "sft.py"),
-            "--use_peft",
-            "--output_dir",
-            str(out),
-            "--per_device_train_batch_size",
-            "2",
-            *TRAIN_ARGS,
+            *recipe_args.split(),
         ],
         env=e2e_env,
         cwd=REPO,
