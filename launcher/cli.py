@@ -9,20 +9,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from launcher import rundir
+from launcher import control, rundir
+from launcher.backends.base import backend_for, make_plan
 from launcher.errors import SpecError
-from launcher.render import DEEPSPEED_FILE, Rendered, json_text, render_all, texts, yaml_text
+from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
 from launcher.rules import Resolved, validate
-from launcher.spec import LaunchSpec, coerce, from_mapping, leaves, merge
+from launcher.spec import LaunchSpec, coerce, from_mapping, leaves, merge, to_dict
 
 if TYPE_CHECKING:
-    from launcher.backends.local import Plan
+    from launcher.backends.base import Job, Plan
 
 LAUNCH_EXAMPLES = """\
 examples:
@@ -31,9 +34,12 @@ examples:
   ftlaunch --gpus 8 --zero 3 --dry-run recipe.py          # print the files and the command only
   ftlaunch --job jobs/sft_demo.yaml --grad-accum 4        # a job spec, flags win
   ftlaunch configs --zero 2 --offload-optimizer cpu       # print the generated configs
-  ftlaunch runs                                           # list run folders
+  ftlaunch --slurm --nodes 2 --gpus 8 --zero 3 --partition gpu --time 24:00:00 recipe.py
+  ftlaunch --slurm --nodes 2 --procs 1 --zero 2 --wait jobs/sft.py --use_peft
+  ftlaunch status                                         # runs, their state, step and loss
+  ftlaunch logs RUN --follow                              # rank 0 of the newest attempt
 
-subcommands: configs, runs (ftlaunch SUBCOMMAND --help)
+subcommands: configs, status, logs, cancel (ftlaunch SUBCOMMAND --help)
 """
 
 
@@ -58,9 +64,14 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job", metavar="FILE", help="a job YAML; command-line flags override it")
     group = parser.add_argument_group("launch spec")
     for leaf in leaves():
-        if leaf.flag.startswith("--"):
-            metavar = leaf.key.split(".")[-1].upper()
-            group.add_argument(leaf.flag, dest=leaf.key, metavar=metavar, help=leaf.help, default=None)
+        if not leaf.flag.startswith("--"):
+            continue
+        if leaf.hint is bool:  # a switch; "true" is coerced like a YAML value
+            group.add_argument(leaf.flag, dest=leaf.key, action="store_const", const="true", help=leaf.help)
+            continue
+        metavar = leaf.key.split(".")[-1].upper()
+        repeat = "append" if typing.get_origin(leaf.hint) is tuple else "store"
+        group.add_argument(leaf.flag, dest=leaf.key, metavar=metavar, help=leaf.help, action=repeat)
 
 
 def spec_from_args(ns: argparse.Namespace, recipe: str | None, recipe_args: Sequence[str]) -> LaunchSpec:
@@ -113,54 +124,104 @@ def launch_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ftlaunch",
         usage="ftlaunch [launch flags] RECIPE.py [recipe args]  |  ftlaunch SUBCOMMAND ...",
-        description="Launch a TRL fine-tuning script on GPUs or CPU processes, with DDP or DeepSpeed "
-        "ZeRO-1/2/3, from one spec: the accelerate config, the DeepSpeed config and the trainer's "
-        "arguments are generated to agree.",
+        description="Launch a TRL fine-tuning script on GPUs or CPU processes, here or on SLURM, with "
+        "DDP or DeepSpeed ZeRO-1/2/3, from one spec: the accelerate config, the DeepSpeed config and "
+        "the trainer's arguments are generated to agree.",
         epilog=LAUNCH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_spec_flags(parser)
-    parser.add_argument("--dry-run", action="store_true", help="print the spec, every file and the command")
+    parser.add_argument("--dry-run", action="store_true", help="print the spec, every file and the plan")
+    parser.add_argument("--wait", action="store_true", help="with --slurm: follow the job to its end")
     parser.add_argument("recipe", nargs="?", help="the training script")
     parser.add_argument("recipe_args", nargs=argparse.REMAINDER, help="passed to the recipe unchanged")
     return parser
 
 
 def launch(argv: list[str]) -> int:
+    """parse -> spec -> rules -> render -> the backend's plan -> print it, or write it and run it."""
     ns = launch_parser().parse_args(argv)
     spec = spec_from_args(ns, ns.recipe, ns.recipe_args)
     resolved = validate(spec)
     check_recipe(spec)
-    from launcher.backends import local  # the backend decides nothing the spec did not
-
+    if ns.wait and not spec.slurm.enabled:
+        raise SpecError(["--wait only applies to --slurm jobs (a local launch always runs to its end)"])
+    backend = backend_for(resolved)
     name = spec.name or Path(spec.recipe or "run").stem
     if ns.dry_run:
-        run_dir = rundir.planned_path(spec.runs_dir, name)
-        rendered = render_all(resolved, deepspeed_path=str(run_dir / DEEPSPEED_FILE))
-        notes = [f"a real launch here would refuse: {p}" for p in local.local_problems(resolved)]
-        print_dry_run(resolved, rendered, local.plan(resolved, run_dir, local.free_port()), notes)
+        the_plan = make_plan(resolved, rundir.planned_path(spec.runs_dir, name), 1, os.getcwd())
+        notes = [f"a real launch here would refuse: {p}" for p in backend.problems(resolved)]
+        print_dry_run(resolved, the_plan, notes)
         return 0
-    local.preflight(resolved)
-    return local.run(resolved, rundir.create(spec.runs_dir, name))
+    problems = backend.problems(resolved)
+    if problems:
+        raise SpecError(problems)
+    the_plan = make_plan(resolved, rundir.create(spec.runs_dir, name), 1, os.getcwd())
+    write_plan(the_plan, resolved)
+    print(f"ftlaunch: run folder {the_plan.run_dir}", file=sys.stderr)
+    job = backend.submit(the_plan)
+    return follow(job, the_plan, wait=ns.wait)
 
 
-def print_dry_run(resolved: Resolved, rendered: Rendered, plan: Plan, notes: list[str]) -> None:
+def write_plan(the_plan: Plan, resolved: Resolved) -> None:
+    """The edge where a plan becomes files: the run's spec and record, then the attempt."""
+    run_dir = the_plan.run_dir
+    if not (run_dir / rundir.SPEC).exists():
+        rundir.write_json(run_dir / rundir.SPEC, to_dict(resolved.spec))
+        rundir.write_json(
+            run_dir / rundir.RUN,
+            {"name": run_dir.name, "backend": the_plan.backend, "created": time.time(), "job_ids": []},
+        )
+    attempt_dir = rundir.write_attempt(run_dir, the_plan.attempt, the_plan.files())
+    rundir.write_json(attempt_dir / rundir.HOST_ENV, rundir.recorded_env(os.environ))
+
+
+def follow(job: Job, the_plan: Plan, wait: bool) -> int:
+    """Report the outcome (local), or the job id (SLURM), following the job with ``--wait``."""
+    if the_plan.backend == "slurm" and not wait:
+        print(
+            f"ftlaunch: submitted SLURM job {job.job_id}; follow it with: ftlaunch status "
+            f"{the_plan.run_dir}  |  ftlaunch logs {the_plan.run_dir} --follow",
+            file=sys.stderr,
+        )
+        return 0
+    code = job.wait()
+    status = rundir.read_json(the_plan.attempt_dir / rundir.STATUS)
+    print(
+        f"ftlaunch: {status.get('message', status.get('state'))}. Run folder: {the_plan.run_dir}",
+        file=sys.stderr,
+    )
+    return code
+
+
+def print_dry_run(resolved: Resolved, the_plan: Plan, notes: list[str]) -> None:
     spec = resolved.spec
     print(f"# effective: {resolved.batch.describe()}")
     print(
         f"# precision: {spec.precision or 'from the recipe'}, zero stage: {spec.zero.stage}"
         f"{' (plain DDP)' if spec.zero.stage == 0 else ''}, world size: {resolved.world_size}"
     )
+    print(f"# backend: {the_plan.backend}, nodes: {spec.topology.nodes} x {the_plan.per_node} processes")
     for note in notes:
         print(f"# note: {note}")
-    print(f"# run folder: {plan.run_dir}")
-    print_files(rendered, prefix=f"{plan.run_dir}/")
-    print("# command:")
-    print(plan.shell_command())
+    print(f"# run folder: {the_plan.run_dir}")
+    prefix = f"{the_plan.attempt_dir}/"
+    files = the_plan.files()
+    files.pop(rundir.PLAN)
+    print_texts(files, prefix)
+    print(
+        f"# --- {prefix}{rundir.PLAN} (this plan as JSON) and {rundir.HOST_ENV} (this shell's "
+        "relevant variables, secrets dropped) are written at launch"
+    )
+    if the_plan.slurm is not None:
+        print("# --- submitit parameters (SlurmExecutor)")
+        print(json_text(dict(the_plan.slurm)), end="")
+        print("# --- sbatch script (submitit writes and submits it)")
+        print(the_plan.sbatch or "", end="" if (the_plan.sbatch or "").endswith("\n") else "\n")
 
 
-def print_files(rendered: Rendered, prefix: str = "") -> None:
-    for name, text in texts(rendered).items():
+def print_texts(files: dict[str, str], prefix: str = "") -> None:
+    for name, text in files.items():
         print(f"# --- {prefix}{name}")
         print(text, end="")
 
@@ -191,7 +252,7 @@ def configs(argv: list[str]) -> int:
     out = Path(ns.out or ".")
     rendered = render_all(resolved, deepspeed_path=str(out / DEEPSPEED_FILE))
     if not ns.write:
-        print_files(rendered)
+        print_texts(texts(rendered))
         return 0
     out.mkdir(parents=True, exist_ok=True)
     for name, text in texts(rendered).items():
@@ -230,22 +291,9 @@ def write_presets(root: Path) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- runs
-
-
-def runs(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ftlaunch runs", description="List run folders, newest last.")
-    parser.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs)")
-    ns = parser.parse_args(argv)
-    found = rundir.list_runs(ns.runs_dir)
-    if not found:
-        print(f"no runs under {ns.runs_dir}/")
-        return 0
-    for run in found:
-        s = run.status
-        exit_code = s.get("exit_code", "")
-        print(f"{run.path}  {run.state:<10} exit={exit_code!s:<4} {s.get('effective', '')}")
-    return 0
-
-
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"configs": configs, "runs": runs}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "configs": configs,
+    "status": control.status,
+    "logs": control.logs,
+    "cancel": control.cancel,
+}

@@ -23,9 +23,8 @@ from typing import Any
 
 from launcher import rundir
 from launcher.errors import SpecError
-from launcher.render import render_trainer_overrides
-from launcher.rules import Resolved, resolve_batch, validate
-from launcher.spec import from_mapping
+from launcher.render import DECIDED_FILE, TRAINER_FILE
+from launcher.rules import Resolved, resolve_batch
 
 # Trainer argument -> the launch flag that decides it, for error messages.
 FLAG_OF = {
@@ -46,29 +45,37 @@ DEFAULT_OUTPUT_DIRS = (None, "trainer_output")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher.entry")
-    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--attempt-dir", required=True, type=Path)
     parser.add_argument("recipe")
     parser.add_argument("recipe_args", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
-    run_dir: Path = ns.run_dir
-    resolved = validate(from_mapping(rundir.read_json(run_dir / rundir.SPEC), str(run_dir / rundir.SPEC)))
+    attempt_dir: Path = ns.attempt_dir
+    decided = attempt_dir / DECIDED_FILE
+    resolved = Resolved.from_dict(rundir.read_json(decided), str(decided))
+    overrides = rundir.read_json(attempt_dir / TRAINER_FILE)
     init_deepspeed_on_cpu(resolved)
-    install_guard(resolved, run_dir)
+    install_guard(resolved, overrides, attempt_dir)
     try:
         run_recipe(ns.recipe, ns.recipe_args)
     except SpecError as err:
-        return refuse(run_dir, err)
-    mark_done(run_dir)
+        return refuse(attempt_dir, err)
+    mark_done(attempt_dir)
     close_process_group()
     return 0
 
 
 def init_deepspeed_on_cpu(resolved: Resolved) -> None:
     """With ``use_cpu=True`` accelerate never initialises ``deepspeed.comm``; ZeRO-3's ``zero.Init``
-    then sees a world size of 1 and fails DeepSpeed's batch assertion. Initialise it ourselves."""
+    then sees a world size of 1 and fails DeepSpeed's batch assertion. Initialise it ourselves.
+
+    Before that, mark DeepSpeed's ``deepspeed_shm_comm`` op unavailable: on CPU it serves only
+    inference all-reduce, yet its first use compiles it for minutes; without it training is the same
+    (cpu-facts: ZeRO-2/3 trained from an empty extensions cache with no compile at all)."""
     if resolved.uses_deepspeed and resolved.spec.topology.on_cpu:
         import deepspeed
+        import deepspeed.ops
 
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         deepspeed.init_distributed(dist_backend="gloo")
 
 
@@ -83,10 +90,10 @@ def run_recipe(recipe: str, args: Sequence[str]) -> None:
             raise
 
 
-def refuse(run_dir: Path, err: SpecError) -> int:
+def refuse(attempt_dir: Path, err: SpecError) -> int:
     if rank() == 0:
         text = err.render() + "\n"
-        rundir.write_atomic(run_dir / rundir.ENTRY_ERROR, text)
+        rundir.write_atomic(attempt_dir / rundir.ENTRY_ERROR, text)
         print(text, file=sys.stderr, end="", flush=True)
     return 2
 
@@ -98,20 +105,20 @@ def rank() -> int:
 # ---------------------------------------------------------------- the guard
 
 
-def install_guard(resolved: Resolved, run_dir: Path) -> None:
+def install_guard(resolved: Resolved, overrides: dict[str, Any], attempt_dir: Path) -> None:
     from transformers import TrainingArguments
 
     original = TrainingArguments.__post_init__
 
     def guarded_post_init(self: Any) -> None:
-        reconcile(self, resolved, run_dir)
+        reconcile(self, resolved, overrides, attempt_dir)
         original(self)  # type: ignore[no-untyped-call]
-        record_effective(self, resolved, run_dir)
+        record_effective(self, resolved, attempt_dir)
 
     TrainingArguments.__post_init__ = guarded_post_init  # type: ignore[method-assign]
 
 
-def reconcile(args: Any, resolved: Resolved, run_dir: Path) -> None:
+def reconcile(args: Any, resolved: Resolved, overrides: dict[str, Any], attempt_dir: Path) -> None:
     """Fill the spec's values into ``args`` or refuse conflicting ones; all conflicts in one error."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != resolved.world_size:
@@ -122,7 +129,7 @@ def reconcile(args: Any, resolved: Resolved, run_dir: Path) -> None:
             ]
         )
     defaults = field_defaults(type(args))
-    wanted = render_trainer_overrides(resolved)
+    wanted = dict(overrides)
     flags = dict(FLAG_OF)
     derived = accumulation_for_global_batch(args, resolved)
     if derived is not None:
@@ -142,7 +149,7 @@ def reconcile(args: Any, resolved: Resolved, run_dir: Path) -> None:
     if conflicts:
         raise SpecError(conflicts)
     if getattr(args, "output_dir", None) in DEFAULT_OUTPUT_DIRS:
-        args.output_dir = str(run_dir / rundir.CHECKPOINTS)
+        args.output_dir = str(rundir.checkpoints_of(attempt_dir))
 
 
 def accumulation_for_global_batch(args: Any, resolved: Resolved) -> int | None:
@@ -175,7 +182,7 @@ def is_default(key: str, value: Any, args: Any, defaults: dict[str, Any]) -> boo
     return False
 
 
-def record_effective(args: Any, resolved: Resolved, run_dir: Path) -> None:
+def record_effective(args: Any, resolved: Resolved, attempt_dir: Path) -> None:
     """Log the numbers the trainer will really use; rank 0 records them in the run folder."""
     world = int(args.world_size)
     micro, accum = int(args.per_device_train_batch_size), int(args.gradient_accumulation_steps)
@@ -189,7 +196,7 @@ def record_effective(args: Any, resolved: Resolved, run_dir: Path) -> None:
         return
     print(f"ftlaunch: effective {summary}", file=sys.stderr, flush=True)
     rundir.write_json(
-        run_dir / rundir.EFFECTIVE,
+        attempt_dir / rundir.EFFECTIVE,
         {
             "micro_batch_size": micro,
             "grad_accum": accum,
@@ -207,9 +214,9 @@ def record_effective(args: Any, resolved: Resolved, run_dir: Path) -> None:
 # ---------------------------------------------------------------- completion
 
 
-def mark_done(run_dir: Path) -> None:
+def mark_done(attempt_dir: Path) -> None:
     rundir.write_json(
-        run_dir / rundir.DONE / f"rank{rank()}.json",
+        attempt_dir / rundir.DONE / f"rank{rank()}.json",
         {
             "rank": rank(),
             "world_size": seen_world_size(),

@@ -8,10 +8,13 @@ as a plain ``Hardware`` value so the same rules run in tests, in ``--dry-run`` a
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from launcher.errors import SpecError
-from launcher.spec import LaunchSpec
+from launcher.spec import LaunchSpec, Leaf, from_mapping, leaves, to_dict
 
 ZERO_STAGES = (0, 1, 2, 3)
 
@@ -65,10 +68,18 @@ class Resolved:
     def uses_deepspeed(self) -> bool:
         return self.spec.zero.stage > 0
 
+    def to_dict(self) -> dict[str, Any]:
+        """The decided values as JSON: what each rank reads instead of deciding again."""
+        return {"spec": to_dict(self.spec), "batch": dataclasses.asdict(self.batch)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str) -> Resolved:
+        return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]))
+
 
 def validate(spec: LaunchSpec) -> Resolved:
     problems = topology_problems(spec) + zero_problems(spec) + scalar_problems(spec)
-    problems += precision_problems(spec) + qlora_problems(spec)
+    problems += precision_problems(spec) + qlora_problems(spec) + slurm_problems(spec)
     batch, batch_errors = resolve_batch(
         spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size
     )
@@ -121,6 +132,55 @@ def zero_problems(spec: LaunchSpec) -> list[str]:
     if uses_nvme and spec.topology.on_cpu:
         problems.append("nvme offload needs GPUs (it swaps GPU memory to disk); use --offload-optimizer cpu")
     return problems
+
+
+def slurm_problems(spec: LaunchSpec) -> list[str]:
+    """SLURM resources are only meaningful with ``--slurm``; their formats are checked here, before
+    the queue wait, not by sbatch."""
+    s = spec.slurm
+    problems = []
+    if not s.enabled:
+        given = [
+            leaf.flag
+            for leaf in slurm_leaves()
+            if getattr(s, leaf.key.split(".")[-1]) not in (None, (), False)
+        ]
+        if given:
+            problems.append(f"{', '.join(given)} only apply to SLURM jobs; add --slurm or drop them")
+        return problems
+    if s.time is not None and time_minutes(s.time) is None:
+        problems.append(
+            f"--time {s.time}: not a SLURM time limit; use minutes (90), HH:MM:SS (24:00:00) or D-HH:MM:SS"
+        )
+    for option in s.sbatch:
+        key, sep, _ = option.partition("=")
+        if not sep or not key.strip().lstrip("-"):
+            problems.append(f"--sbatch {option}: expected KEY=VALUE, e.g. --sbatch mail-type=END")
+    if s.cpus_per_task is not None and s.cpus_per_task < 1:
+        problems.append(f"--cpus-per-task {s.cpus_per_task}: must be at least 1")
+    return problems
+
+
+def slurm_leaves() -> list[Leaf]:
+    return [leaf for leaf in leaves() if leaf.key.startswith("slurm.") and leaf.key != "slurm.enabled"]
+
+
+def time_minutes(text: str) -> int | None:
+    """SLURM's time formats (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``) in
+    whole minutes, rounded up; ``None`` when ``text`` is not one of them."""
+    days, _, rest = text.strip().rpartition("-")
+    parts = rest.split(":")
+    if (days and not days.isdigit()) or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    numbers = [int(p) for p in parts]
+    if days:
+        hours, minutes, seconds = [*numbers, 0, 0][:3]
+        total = int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
+    elif len(numbers) == 3:
+        total = numbers[0] * 3600 + numbers[1] * 60 + numbers[2]
+    else:
+        total = numbers[0] * 60 + (numbers[1] if len(numbers) == 2 else 0)
+    return max(1, -(-total // 60)) if total > 0 else None
 
 
 def scalar_problems(spec: LaunchSpec) -> list[str]:

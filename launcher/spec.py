@@ -74,6 +74,25 @@ class Checkpointing:
 
 
 @dataclass(frozen=True)
+class Slurm:
+    """Where and how to queue the run; mapped to submitit's parameters in ``backends/slurm.py``."""
+
+    enabled: bool = _opt("--slurm", "submit to SLURM through submitit, one task per node", default=False)
+    partition: str | None = _opt("--partition", "SLURM partition")
+    time: str | None = _opt("--time", "time limit: minutes, HH:MM:SS or D-HH:MM:SS")
+    account: str | None = _opt("--account", "SLURM account to charge")
+    qos: str | None = _opt("--qos", "SLURM quality of service")
+    constraint: str | None = _opt("--constraint", "SLURM node constraint (features)")
+    exclusive: bool = _opt("--exclusive", "whole nodes for this job", default=False)
+    cpus_per_task: int | None = _opt("--cpus-per-task", "CPUs for each node's task (default: SLURM's)")
+    mem: str | None = _opt("--mem", "memory per node, e.g. 64G (default: SLURM's)")
+    sbatch: tuple[str, ...] = _opt("--sbatch", "extra sbatch option KEY=VALUE (repeatable)", default=())
+    setup: tuple[str, ...] = _opt(
+        "--setup", "shell line run before the launch on the job's first node (repeatable)", default=()
+    )
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     recipe: str | None = _opt("recipe", "the training script to run (an ordinary TRL script)")
     args: tuple[str, ...] = _opt("args", "arguments passed to the recipe unchanged", default=())
@@ -83,6 +102,7 @@ class LaunchSpec:
     precision: Precision | None = _opt("--precision", "bf16, fp16 or fp32 (default: the recipe's)")
     max_grad_norm: float | None = _opt("--max-grad-norm", "gradient clipping norm (default: the recipe's)")
     checkpointing: Checkpointing = field(default_factory=Checkpointing)
+    slurm: Slurm = field(default_factory=Slurm)
     name: str | None = _opt("--name", "run name, used in the run folder's name (default: the recipe's)")
     runs_dir: str = _opt("--runs-dir", "where run folders are created", default="runs")
 
@@ -177,7 +197,11 @@ def describe_type(hint: Any) -> str:
         elif kind is tuple or typing.get_origin(kind) is tuple:
             names.append("a list of strings")
         else:
-            names.append({int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind)))
+            names.append(
+                {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+                    kind, str(kind)
+                )
+            )
     return " or ".join(names)
 
 
@@ -208,6 +232,11 @@ def _convert(kind: Any, raw: Any) -> tuple[bool, Any]:
             return (True, float(raw))
         except ValueError:
             return (False, None)
+    if kind is bool:
+        if isinstance(raw, bool):
+            return (True, raw)
+        text = str(raw).lower() if isinstance(raw, str) else ""
+        return (text in ("true", "false"), text == "true")
     if kind is str:
         return (isinstance(raw, str), raw)
     if typing.get_origin(kind) is tuple:
@@ -235,4 +264,6 @@ def to_dict(spec: LaunchSpec) -> dict[str, Any]:
     """Plain, JSON-ready form: what ``spec.json`` in a run folder holds."""
     data = dataclasses.asdict(spec)
     data["args"] = list(spec.args)
+    data["slurm"]["sbatch"] = list(spec.slurm.sbatch)
+    data["slurm"]["setup"] = list(spec.slurm.setup)
     return data

@@ -16,12 +16,15 @@ import yaml
 
 from launcher.render.accelerate import render_accelerate
 from launcher.render.deepspeed import render_deepspeed
+from launcher.render.env import render_env
 from launcher.render.trainer import render_trainer_overrides
 from launcher.rules import Resolved
 
 ACCELERATE_FILE = "accelerate.yaml"
 DEEPSPEED_FILE = "ds_config.json"
 TRAINER_FILE = "trainer_overrides.json"
+DECIDED_FILE = "decided.json"
+ENV_FILE = "env.json"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Rendered:
     accelerate: dict[str, Any]
     deepspeed: dict[str, Any] | None
     trainer: dict[str, Any]
+    env: dict[str, str]
+    decided: dict[str, Any]
 
 
 def render_all(resolved: Resolved, deepspeed_path: str = DEEPSPEED_FILE) -> Rendered:
@@ -38,6 +43,8 @@ def render_all(resolved: Resolved, deepspeed_path: str = DEEPSPEED_FILE) -> Rend
         accelerate=render_accelerate(resolved, deepspeed_path),
         deepspeed=deepspeed,
         trainer=render_trainer_overrides(resolved),
+        env=render_env(resolved),
+        decided=resolved.to_dict(),
     )
 
 
@@ -50,7 +57,7 @@ def json_text(data: Any) -> str:
 
 
 def texts(rendered: Rendered) -> dict[str, str]:
-    """File name -> file text, in the order a reader wants them."""
+    """The three configs a user reads or reuses: file name -> text, in the order a reader wants them."""
     out = {ACCELERATE_FILE: yaml_text(rendered.accelerate)}
     if rendered.deepspeed is not None:
         out[DEEPSPEED_FILE] = json_text(rendered.deepspeed)
@@ -58,14 +65,28 @@ def texts(rendered: Rendered) -> dict[str, str]:
     return out
 
 
+def attempt_texts(rendered: Rendered) -> dict[str, str]:
+    """Every rendered file of one attempt: the configs, the launch's own environment and the decided
+    values the ranks read (``decided.json``), so no rank decides anything again."""
+    return {
+        DECIDED_FILE: json_text(rendered.decided),
+        **texts(rendered),
+        ENV_FILE: json_text(rendered.env),
+    }
+
+
 __all__ = [
     "ACCELERATE_FILE",
+    "DECIDED_FILE",
     "DEEPSPEED_FILE",
+    "ENV_FILE",
     "TRAINER_FILE",
     "Rendered",
+    "attempt_texts",
     "render_accelerate",
     "render_all",
     "render_deepspeed",
+    "render_env",
     "render_trainer_overrides",
     "texts",
 ]

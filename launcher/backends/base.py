@@ -1,0 +1,133 @@
+"""The seam between deciding a launch and running it.
+
+A backend turns the rendered files of an attempt into a ``Plan`` (pure: the exact per-node command,
+its environment and, for SLURM, submitit's parameters and sbatch text) and later executes that same
+plan (``submit``), returning a ``Job``. ``--dry-run`` prints the plan; a real launch writes
+``plan.files`` and hands the plan to ``submit``: one object, so what is printed is what runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from launcher import rundir
+from launcher.render import DEEPSPEED_FILE, Rendered, render_all
+from launcher.rules import Resolved
+
+# Tokens of a per-node command that only the node itself can fill in (SLURM): they are replaced
+# whole, never by string formatting, so recipe arguments containing braces pass through unchanged.
+NODE_RANK = "{node_rank}"
+HEAD = "{head}"
+PORT = "{port}"
+# How command.sh spells them for someone re-running a SLURM node's command by hand.
+SHELL_SPELLING = {NODE_RANK: "$SLURM_NODEID", HEAD: "$FTLAUNCH_HEAD", PORT: "$FTLAUNCH_PORT"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a launch will do, decided before anything is written or spawned."""
+
+    backend: str
+    run_dir: Path
+    attempt: int
+    cwd: str
+    argv: tuple[str, ...]  # one node's command; SLURM's holds NODE_RANK / HEAD / PORT tokens
+    env: Mapping[str, str]
+    rendered: Mapping[str, str]  # attempt file name -> text (configs, decided values, env)
+    resolved: Resolved  # what the files were rendered from (``decided.json``)
+    world_size: int
+    per_node: int
+    slurm: Mapping[str, Any] | None = None  # submitit's SlurmExecutor parameters
+    sbatch: str | None = None  # the script submitit submits for these parameters
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def attempt_dir(self) -> Path:
+        return rundir.attempt_path(self.run_dir, self.attempt)
+
+    def shell_command(self) -> str:
+        """The node command as one shell line, each argument quoted: re-running it passes every
+        argument through unchanged (spaces, quotes and metacharacters included)."""
+        assignments = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
+        words = [SHELL_SPELLING.get(a) or shlex.quote(a) for a in self.argv]
+        return " ".join([*assignments, *words])
+
+    def command_file(self) -> str:
+        lines = ["#!/usr/bin/env bash", f"cd {shlex.quote(self.cwd)}"]
+        if self.backend == "slurm":
+            lines.insert(1, "# one SLURM node's command; ftlaunch sets the head and port from the job id")
+        return "\n".join([*lines, self.shell_command(), ""])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "attempt": self.attempt,
+            "cwd": self.cwd,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+            "world_size": self.world_size,
+            "per_node": self.per_node,
+            "slurm": dict(self.slurm) if self.slurm is not None else None,
+            "sbatch": self.sbatch,
+        }
+
+    def files(self) -> dict[str, str]:
+        """Every file the attempt starts with: the rendered ones, the plan itself and command.sh."""
+        return {
+            **self.rendered,
+            rundir.PLAN: json.dumps(self.to_dict(), indent=2) + "\n",
+            rundir.COMMAND: self.command_file(),
+        }
+
+
+def node_argv(argv: tuple[str, ...], node_rank: int, head: str, port: int) -> list[str]:
+    """Fill the node-only tokens of a per-node command (on the node, never at submit time)."""
+    values = {NODE_RANK: str(node_rank), HEAD: head, PORT: str(port)}
+    return [values.get(a, a) for a in argv]
+
+
+class Job(Protocol):
+    """A submitted attempt: its state, its outcome, and a way to stop it."""
+
+    @property
+    def job_id(self) -> str | None: ...
+
+    def state(self) -> str: ...
+
+    def wait(self) -> int: ...
+
+    def cancel(self) -> None: ...
+
+
+class Backend(Protocol):
+    NAME: str
+
+    def problems(self, resolved: Resolved) -> list[str]: ...
+
+    def plan(self, resolved: Resolved, rendered: Rendered, run_dir: Path, attempt: int, cwd: str) -> Plan: ...
+
+    def submit(self, plan: Plan, /) -> Job: ...
+
+
+def backend_for(resolved: Resolved) -> Backend:
+    """The local backend, or SLURM's with ``--slurm``; imported here so the CLI stays light."""
+    if resolved.spec.slurm.enabled:
+        from launcher.backends import slurm
+
+        return slurm
+    from launcher.backends import local
+
+    return local
+
+
+def make_plan(resolved: Resolved, run_dir: Path, attempt: int, cwd: str) -> Plan:
+    """Render the attempt's files and let its backend plan them. Pure and deterministic: a requeued
+    SLURM node calls it again for its new attempt and gets the plan the dry run would print."""
+    attempt_dir = rundir.attempt_path(run_dir, attempt)
+    rendered = render_all(resolved, deepspeed_path=str(attempt_dir / DEEPSPEED_FILE))
+    return backend_for(resolved).plan(resolved, rendered, run_dir, attempt, cwd)

@@ -1,0 +1,297 @@
+"""Job control: ``status``, ``logs`` and ``cancel``, each working from the run folder alone.
+
+Fast by design: nothing heavy is imported, and SLURM's view of a job comes from ``sacct`` directly
+(``cancel`` alone goes through submitit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from launcher import rundir
+from launcher.errors import SpecError
+
+ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
+FINAL = {"finished", "failed", "interrupted", "refused", "cancelled"}
+
+
+def runs_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", default="runs", help="where run folders live (default: runs)")
+
+
+def locate(runs_dir: str, name: str) -> Path:
+    try:
+        return rundir.find_run(runs_dir, name)
+    except LookupError as err:
+        raise SpecError([f"{err}; list runs with: ftlaunch status --runs-dir {runs_dir}"]) from None
+
+
+# ---------------------------------------------------------------- state
+
+
+def slurm_states(runs: list[rundir.RunInfo]) -> dict[str, str]:
+    ids = [job for run in runs for job in run.job_ids]
+    if not ids:
+        return {}
+    from launcher.backends import slurm
+
+    return slurm.states(ids)
+
+
+def state_of(run: rundir.RunInfo, slurm: dict[str, str]) -> str:
+    """The attempt's own verdict once it has one; until then SLURM's state of its job."""
+    if run.run.get("cancelled"):
+        return "cancelled"
+    latest = run.latest
+    if latest is None:
+        return "unknown"
+    job = str(latest.status.get("job_id", ""))
+    queue_state = slurm.get(job, "")
+    if queue_state.startswith("CANCELLED"):
+        return "cancelled"
+    if latest.state in FINAL or not job:
+        return latest.state
+    if queue_state and queue_state not in ACTIVE_SLURM:
+        return f"{queue_state.lower()} (no verdict recorded)"
+    return queue_state.lower() or latest.state
+
+
+def last_metrics(attempt_dir: Path) -> dict[str, Any]:
+    path = attempt_dir / rundir.METRICS
+    if not path.exists():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return dict(rundir.json_line(lines[-1])) if lines else {}
+    except ValueError:
+        return {}
+
+
+def elapsed(run: rundir.RunInfo) -> str:
+    starts = [a.status.get("started") for a in run.attempts if a.status.get("started")]
+    if not starts:
+        return "-"
+    end = run.latest.status.get("ended") if run.latest else None
+    seconds = float(end or time.time()) - float(starts[0] or 0)
+    return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+
+
+def topology(run: rundir.RunInfo) -> str:
+    try:
+        spec = rundir.read_json(run.path / rundir.SPEC)
+        topo = spec["topology"]
+        per_node = topo.get("gpus") or topo.get("procs") or 1
+        return f"{topo['nodes']}x{per_node}{'' if topo.get('gpus') else ' cpu'}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ftlaunch status",
+        description="Runs, oldest first, with their state (SLURM's, refreshed, while a job has no "
+        "verdict yet), nodes x processes, attempts, elapsed time, last logged step and loss, and the "
+        "effective batch. With RUN: that run in detail.",
+        epilog="examples:\n  ftlaunch status\n  ftlaunch status runs/sft-20261123-101500-ab12",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", nargs="?", help="a run folder, or its name (a unique prefix will do)")
+    runs_dir_flag(parser)
+    ns = parser.parse_args(argv)
+    if ns.run:
+        return status_detail(locate(ns.runs_dir, ns.run))
+    found = rundir.list_runs(ns.runs_dir)
+    if not found:
+        print(f"no runs under {ns.runs_dir}/")
+        return 0
+    slurm = slurm_states(found)
+    rows = [("RUN", "BACKEND", "STATE", "NODES", "ATTEMPTS", "ELAPSED", "STEP", "LOSS", "EFFECTIVE")]
+    for run in found:
+        metrics = last_metrics(run.latest.path) if run.latest else {}
+        effective = run.latest.status.get("effective", "") if run.latest else ""
+        rows.append(
+            (
+                run.path.name,
+                str(run.run.get("backend", "?")),
+                state_of(run, slurm),
+                topology(run),
+                str(len(run.attempts)),
+                elapsed(run),
+                str(metrics.get("step", "-")),
+                f"{metrics['loss']:.4g}" if isinstance(metrics.get("loss"), (int, float)) else "-",
+                str(effective) or "-",
+            )
+        )
+    print_table(rows)
+    for run in found:
+        for problem in run.problems:
+            print(f"ftlaunch: {problem}", file=sys.stderr)
+    return 0
+
+
+def print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def status_detail(run_dir: Path) -> int:
+    run = rundir.read_run(run_dir)
+    slurm = slurm_states([run])
+    print(f"run:      {run.path}")
+    print(f"backend:  {run.run.get('backend', '?')}   nodes: {topology(run)}   state: {state_of(run, slurm)}")
+    if run.job_ids:
+        print("jobs:     " + ", ".join(f"{j} ({slurm.get(j, 'unknown')})" for j in run.job_ids))
+    for attempt in run.attempts:
+        s = attempt.status
+        metrics = last_metrics(attempt.path)
+        print(
+            f"attempt {attempt.number}: {attempt.state}" + (f" - {s['message']}" if s.get("message") else "")
+        )
+        for key in ("job_id", "hosts", "head", "effective", "exit_code"):
+            if s.get(key) not in (None, ""):
+                print(f"  {key}: {s[key]}")
+        if metrics:
+            print(f"  last logged: step {metrics.get('step')} loss {metrics.get('loss')}")
+        print(f"  logs: {attempt.path / rundir.LOGS}")
+    for problem in run.problems:
+        print(f"ftlaunch: {problem}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- logs
+
+
+def logs(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ftlaunch logs",
+        description="Print one rank's output (rank 0 of the newest attempt by default), with the "
+        "node's own messages (pre-flight, launcher).",
+        epilog="examples:\n  ftlaunch logs RUN\n  ftlaunch logs RUN --rank 3 --attempt 1\n"
+        "  ftlaunch logs RUN --follow",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", help="a run folder, or its name (a unique prefix will do)")
+    parser.add_argument("--rank", type=int, default=0, help="global rank (default 0)")
+    parser.add_argument("--attempt", type=int, help="attempt number (default: the newest)")
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the attempt ends")
+    runs_dir_flag(parser)
+    ns = parser.parse_args(argv)
+    run_dir = locate(ns.runs_dir, ns.run)
+    attempt_dir = pick_attempt(run_dir, ns.attempt)
+    per_node = int(rundir.read_json(attempt_dir / rundir.PLAN).get("per_node", 1))
+    if ns.rank < 0:
+        raise SpecError([f"--rank {ns.rank}: ranks start at 0"])
+    log = attempt_dir / rundir.LOGS / f"node{ns.rank // per_node}.log"
+    lines = follow_lines(log, attempt_dir) if ns.follow else read_lines(log)
+    try:
+        for line in lines:
+            if of_rank(line, ns.rank):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def pick_attempt(run_dir: Path, number: int | None) -> Path:
+    numbers = rundir.attempt_numbers(run_dir)
+    if not numbers:
+        raise SpecError([f"{run_dir} has no attempt yet"])
+    if number is None:
+        return rundir.attempt_path(run_dir, numbers[-1])
+    if number not in numbers:
+        raise SpecError([f"--attempt {number}: {run_dir} has attempts {', '.join(map(str, numbers))}"])
+    return rundir.attempt_path(run_dir, number)
+
+
+def of_rank(line: str, rank: int) -> bool:
+    """A line of this rank (``[rankR]:`` prefix) or of the node itself (no rank prefix)."""
+    if not line.startswith("[rank"):
+        return True
+    return line.startswith(f"[rank{rank}]:")
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    if path.exists():
+        with open(path, errors="replace") as f:
+            yield from f
+
+
+def follow_lines(path: Path, attempt_dir: Path) -> Iterator[str]:
+    """Like ``tail -f``, ending once the attempt has its verdict and nothing more was written."""
+    offset = 0
+    while True:
+        ended = attempt_ended(attempt_dir)
+        if path.exists():
+            with open(path, errors="replace") as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+            yield from chunk.splitlines(keepends=True)
+        if ended:
+            return
+        time.sleep(1)
+
+
+def attempt_ended(attempt_dir: Path) -> bool:
+    path = attempt_dir / rundir.STATUS
+    try:
+        return str(rundir.read_json(path).get("state")) in FINAL if path.exists() else False
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- cancel
+
+
+def cancel(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ftlaunch cancel",
+        description="Stop a run: cancel its SLURM job, or end a local run that is still going.",
+        epilog="example:\n  ftlaunch cancel RUN",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", help="a run folder, or its name (a unique prefix will do)")
+    runs_dir_flag(parser)
+    ns = parser.parse_args(argv)
+    run = rundir.read_run(locate(ns.runs_dir, ns.run))
+    if run.run.get("backend") == "slurm":
+        return cancel_slurm(run)
+    return cancel_local(run)
+
+
+def cancel_slurm(run: rundir.RunInfo) -> int:
+    from launcher.backends import slurm
+
+    live = [job for job, state in slurm.states(run.job_ids).items() if state in ACTIVE_SLURM]
+    if not live:
+        print(f"ftlaunch: {run.path.name} has no queued or running SLURM job; nothing to cancel")
+        return 0
+    for job in live:
+        slurm.cancel(run.path, job)
+    rundir.update_json(run.path / rundir.RUN, cancelled=True, cancelled_at=time.time())
+    print(f"ftlaunch: cancelled SLURM job {', '.join(live)} of {run.path.name}")
+    return 0
+
+
+def cancel_local(run: rundir.RunInfo) -> int:
+    latest = run.latest
+    pid = latest.status.get("launcher_pid") if latest else None
+    if latest is None or latest.state != "running" or not isinstance(pid, int):
+        print(f"ftlaunch: {run.path.name} is not running ({run.state}); nothing to cancel")
+        return 0
+    os.kill(pid, signal.SIGTERM)  # the node supervisor ends its whole process tree
+    rundir.update_json(run.path / rundir.RUN, cancelled=True, cancelled_at=time.time())
+    print(f"ftlaunch: stopping {run.path.name} (launcher pid {pid})")
+    return 0

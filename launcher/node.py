@@ -1,0 +1,201 @@
+"""The node supervisor: runs one node's ``accelerate launch`` and owns everything it starts.
+
+Used by the local backend and by every SLURM node task alike. It spawns the node command, copies
+its rank-prefixed output to the console and to ``logs/node{K}.log``, makes sure no process of the
+tree outlives it (torchrun starts workers in new sessions, so a process-group kill misses them:
+we become a child subreaper and keep a snapshot of every descendant), and judges the outcome from
+the ranks' completion markers, not from the exit code alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from launcher import rundir
+
+GRACE_SECONDS = 10.0
+MARKER_WAIT_SECONDS = 30.0  # how long a node that exited cleanly waits for other nodes' markers
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # finished | failed | interrupted | refused
+    exit_code: int  # what the launcher should exit with
+    message: str
+
+
+def supervise(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    attempt_dir: Path,
+    node_rank: int,
+    world_size: int,
+    own_signals: bool,
+) -> Verdict:
+    """Run one node's command to the end and judge it. With ``own_signals`` (a local launch),
+    Ctrl-C / SIGTERM / SIGHUP end the whole tree; under SLURM, submitit keeps its own handlers and
+    SLURM signals every process of the step itself."""
+    tree = ProcessTree()
+    tree.become_subreaper()
+    interrupted = forward_signals(tree) if own_signals else threading.Event()
+    exit_code = 1
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        tree.watch()
+        with open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "ab") as log:
+            stream(proc.stdout, log)
+        exit_code = proc.wait()
+    finally:
+        tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
+    verdict = judge(attempt_dir, node_rank, world_size, exit_code, interrupted.is_set())
+    rundir.write_json(
+        attempt_dir / rundir.NODES / f"node{node_rank}.json",
+        {"node_rank": node_rank, "host": os.uname().nodename, "exit_code": exit_code, "state": verdict.state},
+    )
+    return verdict
+
+
+def judge(attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, interrupted: bool) -> Verdict:
+    """Finished means every rank wrote its completion marker; the exit code alone is not trusted
+    (DeepSpeed on CPU sometimes aborts at shutdown after training finished)."""
+    done = (
+        wait_for_markers(attempt_dir, world_size) if exit_code == 0 else rundir.completed_ranks(attempt_dir)
+    )
+    if len(done) == world_size:
+        if exit_code != 0:
+            return Verdict(
+                "finished",
+                0,
+                f"training finished on all {world_size} ranks, but a process crashed at shutdown "
+                f"(exit {exit_code}); checkpoints and outputs are complete",
+            )
+        return Verdict("finished", 0, f"finished ({world_size}/{world_size} ranks completed)")
+    error = attempt_dir / rundir.ENTRY_ERROR
+    if error.exists():
+        # The recipe's arguments contradicted the spec: the same "bad input" exit code as the CLI.
+        return Verdict("refused", 2, error.read_text().rstrip())
+    state = "interrupted" if interrupted else "failed"
+    return Verdict(
+        state, exit_code or 1, f"{state} (exit {exit_code}, {len(done)}/{world_size} ranks completed)"
+    )
+
+
+def wait_for_markers(attempt_dir: Path, world_size: int) -> list[dict[str, Any]]:
+    """Other nodes may still be writing their markers when this node's processes have exited."""
+    deadline = time.monotonic() + MARKER_WAIT_SECONDS
+    while True:
+        done = rundir.completed_ranks(attempt_dir)
+        if len(done) >= world_size or time.monotonic() > deadline:
+            return done
+        time.sleep(0.5)
+
+
+def stream(source: IO[bytes] | None, log: IO[bytes]) -> None:
+    """Copy the workers' output (``[rankN]:``-prefixed by torchrun) to the console and a log. A
+    console that went away (closed pipe) does not stop the copy to the log."""
+    if source is None:
+        return
+    out: IO[bytes] | None = sys.stdout.buffer
+    for line in iter(source.readline, b""):
+        log.write(line)
+        log.flush()
+        if out is not None:
+            try:
+                out.write(line)
+                out.flush()
+            except (BrokenPipeError, OSError):
+                out = None
+
+
+def forward_signals(tree: ProcessTree) -> threading.Event:
+    """On Ctrl-C / SIGTERM / SIGHUP: pass the signal to every process of the tree, then end them."""
+    interrupted = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if interrupted.is_set():
+            return
+        interrupted.set()
+        with contextlib.suppress(OSError):
+            print(f"\nftlaunch: got {signal.Signals(signum).name}; stopping all processes", file=sys.stderr)
+        threading.Thread(target=tree.end_all, args=(signum,), daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+    return interrupted
+
+
+class ProcessTree:
+    """Every process we started, found even after torchrun moved its workers to new sessions.
+
+    We become a child subreaper so orphans are re-parented to us rather than to init, and keep a
+    running snapshot of descendants so a worker whose parent already died is still ended.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._known: dict[int, psutil.Process] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def become_subreaper(self) -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            pr_set_child_subreaper = 36
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+
+    def watch(self) -> None:
+        self._snapshot()
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        with self._lock:
+            for p in self._descendants():
+                self._known.setdefault(p.pid, p)
+
+    def _descendants(self) -> Iterator[Any]:
+        try:
+            yield from self._psutil.Process().children(recursive=True)
+        except self._psutil.Error:
+            return
+
+    def end_all(self, signum: int = signal.SIGTERM) -> None:
+        """Signal every live process of the tree, wait a grace period, then kill what is left."""
+        self._snapshot()
+        with self._lock:
+            procs = [p for p in self._known.values() if p.is_running()]
+        for p in procs:
+            with contextlib.suppress(self._psutil.Error):
+                p.send_signal(signum)
+        _, alive = self._psutil.wait_procs(procs, timeout=GRACE_SECONDS)
+        for p in alive:
+            with contextlib.suppress(self._psutil.Error):
+                p.kill()
+        self._psutil.wait_procs(alive, timeout=5)
+        if signum == signal.SIGTERM:
+            self._stop.set()
