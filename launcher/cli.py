@@ -208,16 +208,19 @@ def print_dry_run(resolved: Resolved, the_plan: Plan, notes: list[str]) -> None:
     prefix = f"{the_plan.attempt_dir}/"
     files = the_plan.files()
     files.pop(rundir.PLAN)
+    command = files.pop(rundir.COMMAND)
     print_texts(files, prefix)
     print(
-        f"# --- {prefix}{rundir.PLAN} (this plan as JSON) and {rundir.HOST_ENV} (this shell's "
-        "relevant variables, secrets dropped) are written at launch"
+        f"# also written at launch: {rundir.PLAN} (this plan as JSON), {rundir.HOST_ENV} (this "
+        "shell's relevant variables, secrets dropped)"
     )
     if the_plan.slurm is not None:
         print("# --- submitit parameters (SlurmExecutor)")
         print(json_text(dict(the_plan.slurm)), end="")
         print("# --- sbatch script (submitit writes and submits it)")
         print(the_plan.sbatch or "", end="" if (the_plan.sbatch or "").endswith("\n") else "\n")
+    print(f"# command: {prefix}{rundir.COMMAND} (one node's)")
+    print(command, end="")
 
 
 def print_texts(files: dict[str, str], prefix: str = "") -> None:

@@ -64,14 +64,18 @@ def state_of(run: rundir.RunInfo, slurm: dict[str, str]) -> str:
 
 
 def last_metrics(attempt_dir: Path) -> dict[str, Any]:
+    """The newest logged training loss and its step (the end-of-training summary has none)."""
     path = attempt_dir / rundir.METRICS
     if not path.exists():
         return {}
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    try:
-        return dict(rundir.json_line(lines[-1])) if lines else {}
-    except ValueError:
-        return {}
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            record = rundir.json_line(line)
+        except ValueError:
+            continue  # a line cut by a crash
+        if isinstance(record, dict) and "loss" in record:
+            return record
+    return {}
 
 
 def elapsed(run: rundir.RunInfo) -> str:

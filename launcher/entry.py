@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = rundir.read_json(attempt_dir / TRAINER_FILE)
     init_deepspeed_on_cpu(resolved)
     install_guard(resolved, overrides, attempt_dir)
+    install_recorder(attempt_dir)
     try:
         run_recipe(ns.recipe, ns.recipe_args)
     except SpecError as err:
@@ -209,6 +210,27 @@ def record_effective(args: Any, resolved: Resolved, attempt_dir: Path) -> None:
             "summary": summary,
         },
     )
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def install_recorder(attempt_dir: Path) -> None:
+    """Every trainer the recipe builds gets a callback that appends its logs (step, loss, ...) to the
+    attempt's ``metrics.jsonl`` on rank 0; ``ftlaunch status`` shows the last one. Added to
+    transformers' default callbacks, so the recipe is not touched."""
+    import transformers.trainer
+    from transformers import TrainerCallback
+
+    class RecordMetrics(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if state.is_world_process_zero and logs:
+                numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+                record = {"step": state.global_step, "time": time.time(), **numbers}
+                rundir.append_json_line(attempt_dir / rundir.METRICS, record)
+
+    callbacks: list[Any] = transformers.trainer.DEFAULT_CALLBACKS
+    callbacks.append(RecordMetrics)
 
 
 # ---------------------------------------------------------------- completion

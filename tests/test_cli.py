@@ -30,7 +30,10 @@ def heavy_modules_after(argv: list[str], cwd: Path) -> list[str]:
     [
         ["--help"],
         ["configs", "--help"],
-        ["runs", "--help"],
+        ["status", "--help"],
+        ["status"],
+        ["logs", "--help"],
+        ["cancel", "--help"],
         ["--gpus", "8", "--zero", "3", "--dry-run", "recipe.py"],
         ["--procs", "2", "--zero", "2", "--micro-batch", "1", "--dry-run", "recipe.py"],
         ["configs", "--presets"],
@@ -72,14 +75,14 @@ def test_dry_run_prints_numbers_files_and_command(in_tmp: Path, capsys: pytest.C
         (chunk.split("\n", 1)[0].strip(), chunk.split("\n", 1)[1]) for chunk in out.split("# --- ")[1:]
     )
     names = [Path(n).name for n in sections]
-    assert names == ["accelerate.yaml", "ds_config.json", "trainer_overrides.json"]
+    assert names == ["decided.json", "accelerate.yaml", "ds_config.json", "trainer_overrides.json", "env.json"]
     accel = yaml.safe_load(next(v for k, v in sections.items() if k.endswith(".yaml")))
     assert accel["num_processes"] == 8 and accel["distributed_type"] == "DEEPSPEED"
     ds_text = next(v for k, v in sections.items() if k.endswith("ds_config.json")).split("# ---")[0]
     ds = json.loads(ds_text)
     assert (ds["train_batch_size"], ds["gradient_accumulation_steps"], ds["bf16"]["enabled"]) == (64, 4, True)
     assert accel["deepspeed_config"]["deepspeed_config_file"].endswith("ds_config.json")
-    command = out.split("# command:\n")[1].strip()
+    command = out.split("command.sh (one node's)\n")[1].strip()
     assert "accelerate.commands.launch" in command and "launcher.entry" in command
     assert command.endswith("recipe.py --learning_rate 1e-4")
     assert not (in_tmp / "runs").exists(), "--dry-run must write nothing"

@@ -9,6 +9,7 @@ import pytest
 
 from launcher.entry import reconcile
 from launcher.errors import SpecError
+from launcher.render import render_trainer_overrides
 from launcher.rules import Resolved, validate
 from launcher.spec import Batch, LaunchSpec, Topology, Zero
 
@@ -37,10 +38,10 @@ def as_rank(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Reconcile as a rank of a 2-process run would (configs are built outside it: building them
     with WORLD_SIZE set would start a process group)."""
 
-    def run(args: Any, spec: Resolved, run_dir: Path, world: int = 2) -> None:
+    def run(args: Any, spec: Resolved, attempt_dir: Path, world: int = 2) -> None:
         with monkeypatch.context() as m:
             m.setenv("WORLD_SIZE", str(world))
-            reconcile(args, spec, run_dir)
+            reconcile(args, spec, render_trainer_overrides(spec), attempt_dir)
 
     return run
 
@@ -64,11 +65,11 @@ def test_defaults_are_filled_from_the_spec(tmp_path: Path, as_rank: Any) -> None
                 max_grad_norm=0.3,
             )
         ),
-        tmp_path,
+        tmp_path / "attempts" / "1",
     )
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 5)
     assert (args.bf16, args.fp16, args.max_grad_norm) == (False, False, 0.3)
-    assert args.output_dir == str(tmp_path / "checkpoints")
+    assert args.output_dir == str(tmp_path / "checkpoints"), "all attempts of a run share its checkpoints"
 
 
 def test_conflicting_explicit_value_is_refused_naming_both(tmp_path: Path, as_rank: Any) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from launcher import rundir
-from launcher.backends.local import report
-from launcher.rules import Resolved, validate
-from launcher.spec import LaunchSpec, Topology
+import pytest
+
+from launcher import node, rundir
+from launcher.node import judge
 
 
 def test_each_launch_gets_a_new_folder(tmp_path: Path) -> None:
     made = {rundir.create(tmp_path, "sft") for _ in range(5)}
-    assert len(made) == 5 and all(p.parent == tmp_path and (p / "logs").is_dir() for p in made)
+    assert len(made) == 5 and all(p.parent == tmp_path and (p / "attempts").is_dir() for p in made)
 
 
 def test_names_are_safe(tmp_path: Path) -> None:
@@ -44,24 +44,28 @@ def test_status_updates_merge(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [rundir.STATUS], "no temp file left behind"
 
 
-def _run_with_markers(tmp_path: Path, ranks: int) -> tuple[Path, Resolved]:
-    run = rundir.create(tmp_path, "r")
+def _attempt_with_markers(tmp_path: Path, ranks: int) -> Path:
+    attempt = rundir.write_attempt(rundir.create(tmp_path, "r"), 1, {})
     for rank in range(ranks):
-        rundir.write_json(run / rundir.DONE / f"rank{rank}.json", {"rank": rank, "world_size": 2})
-    return run, validate(LaunchSpec(topology=Topology(procs=2)))
+        rundir.write_json(attempt / rundir.DONE / f"rank{rank}.json", {"rank": rank, "world_size": 2})
+    return attempt
 
 
 def test_crash_at_shutdown_after_training_is_reported_as_finished(tmp_path: Path) -> None:
-    run, resolved = _run_with_markers(tmp_path, ranks=2)
-    assert report(resolved, run, exit_code=134, interrupted=False) == 0
-    status = rundir.read_json(run / rundir.STATUS)
-    assert status["state"] == "finished" and status["shutdown_crash"] is True and status["exit_code"] == 134
+    attempt = _attempt_with_markers(tmp_path, ranks=2)
+    verdict = judge(attempt, node_rank=0, world_size=2, exit_code=134, interrupted=False)
+    assert (verdict.state, verdict.exit_code) == ("finished", 0)
+    assert "crashed at shutdown" in verdict.message
 
 
-def test_missing_completion_marker_is_a_failure_whatever_the_exit_code(tmp_path: Path) -> None:
-    run, resolved = _run_with_markers(tmp_path, ranks=1)
-    assert report(resolved, run, exit_code=0, interrupted=False) == 1
-    assert rundir.read_json(run / rundir.STATUS)["state"] == "failed"
+def test_missing_completion_marker_is_a_failure_whatever_the_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node, "MARKER_WAIT_SECONDS", 0.2)
+    attempt = _attempt_with_markers(tmp_path, ranks=1)
+    verdict = judge(attempt, node_rank=0, world_size=2, exit_code=0, interrupted=False)
+    assert (verdict.state, verdict.exit_code) == ("failed", 1)
+    assert "1/2 ranks" in verdict.message
 
 
 def test_a_running_run_whose_launcher_died_is_lost(tmp_path: Path) -> None:
@@ -73,7 +77,38 @@ def test_a_running_run_whose_launcher_died_is_lost(tmp_path: Path) -> None:
     )
     run = rundir.create(tmp_path, "r")
     rundir.write_json(run / rundir.SPEC, {})
-    rundir.update_status(run, state="running", launcher_pid=int(gone.stdout))
+    attempt = rundir.write_attempt(run, 1, {})
+    rundir.update_status(attempt, state="running", launcher_pid=int(gone.stdout))
     assert [r.state for r in rundir.list_runs(tmp_path)] == ["lost"]
-    rundir.update_status(run, launcher_pid=os.getpid())
+    rundir.update_status(attempt, launcher_pid=os.getpid())
     assert [r.state for r in rundir.list_runs(tmp_path)] == ["running"]
+
+
+def test_attempts_keep_their_own_files_and_requeued_nodes_never_overwrite(tmp_path: Path) -> None:
+    run = rundir.create(tmp_path, "r")
+    first = rundir.write_attempt(run, 1, {"plan.json": "one\n"})
+    second = rundir.write_attempt(run, 2, {"plan.json": "two\n"})
+    again = rundir.write_attempt(run, 2, {"plan.json": "changed\n"})  # another node of attempt 2
+    assert again == second and (second / "plan.json").read_text() == "two\n"
+    assert (first / "plan.json").read_text() == "one\n"
+    assert rundir.attempt_numbers(run) == [1, 2] and rundir.latest_attempt(run) == second
+
+
+def test_a_corrupt_status_is_reported_not_fatal(tmp_path: Path) -> None:
+    run = rundir.create(tmp_path, "r")
+    rundir.write_json(run / rundir.SPEC, {})
+    (rundir.write_attempt(run, 1, {}) / rundir.STATUS).write_text("{not json")
+    (info,) = rundir.list_runs(tmp_path)
+    assert info.state == "unknown" and "unreadable" in info.problems[0]
+
+
+def test_runs_are_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
+    a = rundir.create(tmp_path, "alpha")
+    b = rundir.create(tmp_path, "beta")
+    for run in (a, b):
+        rundir.write_json(run / rundir.SPEC, {})
+    assert rundir.find_run(tmp_path, str(a)) == a
+    assert rundir.find_run(tmp_path, b.name) == b
+    assert rundir.find_run(tmp_path, "alp") == a
+    with pytest.raises(LookupError, match="no run 'gamma'"):
+        rundir.find_run(tmp_path, "gamma")

@@ -45,9 +45,16 @@ class Launch:
     output: str
     run_dir: Path | None
 
-    def json(self, name: str) -> Any:
+    @property
+    def attempt_dir(self) -> Path:
         assert self.run_dir is not None
-        return json.loads((self.run_dir / name).read_text())
+        latest = rundir.latest_attempt(self.run_dir)
+        assert latest is not None, f"no attempt in {self.run_dir}"
+        return latest
+
+    def json(self, name: str) -> Any:
+        """A file of the newest attempt."""
+        return json.loads((self.attempt_dir / name).read_text())
 
 
 def ftlaunch(flags: str, recipe: str, recipe_args: str, env: dict[str, str], runs: Path) -> Launch:

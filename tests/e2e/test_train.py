@@ -22,7 +22,7 @@ def assert_trained(launch: Launch, world: int, global_batch: int, stage: int) ->
     tail = launch.output[-3000:]
     assert launch.code == 0, tail
     assert launch.run_dir is not None
-    done = sorted((launch.run_dir / "done").glob("rank*.json"))
+    done = sorted((launch.attempt_dir / "done").glob("rank*.json"))
     assert len(done) == world, tail
     assert {json.loads(p.read_text())["world_size"] for p in done} == {world}
     effective = launch.json("effective.json")
