@@ -75,7 +75,13 @@ def test_dry_run_prints_numbers_files_and_command(in_tmp: Path, capsys: pytest.C
         (chunk.split("\n", 1)[0].strip(), chunk.split("\n", 1)[1]) for chunk in out.split("# --- ")[1:]
     )
     names = [Path(n).name for n in sections]
-    assert names == ["decided.json", "accelerate.yaml", "ds_config.json", "trainer_overrides.json", "env.json"]
+    assert names == [
+        "decided.json",
+        "accelerate.yaml",
+        "ds_config.json",
+        "trainer_overrides.json",
+        "env.json",
+    ]
     accel = yaml.safe_load(next(v for k, v in sections.items() if k.endswith(".yaml")))
     assert accel["num_processes"] == 8 and accel["distributed_type"] == "DEEPSPEED"
     ds_text = next(v for k, v in sections.items() if k.endswith("ds_config.json")).split("# ---")[0]
