@@ -88,7 +88,9 @@ class Slurm:
     mem: str | None = _opt("--mem", "memory per node, e.g. 64G (default: SLURM's)")
     sbatch: tuple[str, ...] = _opt("--sbatch", "extra sbatch option KEY=VALUE (repeatable)", default=())
     setup: tuple[str, ...] = _opt(
-        "--setup", "shell line run before the launch on the job's first node (repeatable)", default=()
+        "--setup",
+        "shell line run in the job script before the nodes start, e.g. 'module load cuda' (repeatable)",
+        default=(),
     )
 
 

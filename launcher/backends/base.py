@@ -19,8 +19,8 @@ from launcher import rundir
 from launcher.render import DEEPSPEED_FILE, Rendered, render_all
 from launcher.rules import Resolved
 
-# Tokens of a per-node command that only the node itself can fill in (SLURM): they are replaced
-# whole, never by string formatting, so recipe arguments containing braces pass through unchanged.
+# Tokens of a per-node command that only the node itself can fill in (SLURM): replaced whole, never
+# by string formatting, and only in the launcher's part of the command (see ``Plan.recipe_at``).
 NODE_RANK = "{node_rank}"
 HEAD = "{head}"
 PORT = "{port}"
@@ -47,6 +47,18 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
 
     @property
+    def recipe_at(self) -> int:
+        """Where the recipe and its arguments start in ``argv``: nothing from there on is ever
+        filled in or re-spelled, whatever it looks like."""
+        return len(self.argv) - len(self.resolved.spec.args) - 1
+
+    def node_argv(self, node_rank: int, head: str, port: int) -> list[str]:
+        """Fill the node-only tokens of the command (on the node, never at submit time)."""
+        values = {NODE_RANK: str(node_rank), HEAD: head, PORT: str(port)}
+        cut = self.recipe_at
+        return [values.get(a, a) for a in self.argv[:cut]] + list(self.argv[cut:])
+
+    @property
     def attempt_dir(self) -> Path:
         return rundir.attempt_path(self.run_dir, self.attempt)
 
@@ -54,7 +66,9 @@ class Plan:
         """The node command as one shell line, each argument quoted: re-running it passes every
         argument through unchanged (spaces, quotes and metacharacters included)."""
         assignments = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
-        words = [SHELL_SPELLING.get(a) or shlex.quote(a) for a in self.argv]
+        cut = self.recipe_at
+        words = [SHELL_SPELLING.get(a) or shlex.quote(a) for a in self.argv[:cut]]
+        words += [shlex.quote(a) for a in self.argv[cut:]]
         return " ".join([*assignments, *words])
 
     def command_file(self) -> str:
@@ -83,12 +97,6 @@ class Plan:
             rundir.PLAN: json.dumps(self.to_dict(), indent=2) + "\n",
             rundir.COMMAND: self.command_file(),
         }
-
-
-def node_argv(argv: tuple[str, ...], node_rank: int, head: str, port: int) -> list[str]:
-    """Fill the node-only tokens of a per-node command (on the node, never at submit time)."""
-    values = {NODE_RANK: str(node_rank), HEAD: head, PORT: str(port)}
-    return [values.get(a, a) for a in argv]
 
 
 class Job(Protocol):

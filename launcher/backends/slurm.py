@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import node, rendezvous, rundir
-from launcher.backends.base import HEAD, NODE_RANK, PORT, Plan, make_plan, node_argv
+from launcher.backends.base import HEAD, NODE_RANK, PORT, Plan, make_plan
 from launcher.backends.local import accelerate_argv, record_verdict
 from launcher.render import Rendered, attempt_texts
 from launcher.rules import Resolved, time_minutes
@@ -164,7 +164,7 @@ class NodeTask:
                 log.write(f"{err}\n")
             return node.Verdict("failed", 1, str(err))
         env = {**the_plan.env, "FTLAUNCH_HEAD": head, "FTLAUNCH_PORT": str(port)}
-        argv = node_argv(the_plan.argv, node_rank, head, port)
+        argv = the_plan.node_argv(node_rank, head, port)
         return node.supervise(
             argv, env, the_plan.cwd, attempt_dir, node_rank, the_plan.world_size, own_signals=False
         )
