@@ -8,20 +8,29 @@ assistant turn, end-of-turn token included, in ``{% generation %}...{% endgenera
 
     python jobs/make_tiny.py OUT_DIR        # prints OUT_DIR; a no-op when it is already built
 
-Every rank of a distributed run may call :func:`build_tiny_model` at once: each builds in its own
-temporary folder next to ``OUT_DIR`` and renames it into place, so readers never see a half-written
-folder and the losers of the race simply use the winner's copy. The build is seeded, so separate
-machines (no shared disk) end up with identical weights and vocabularies.
+Recipes call :func:`build_tiny_model` inside their rank processes, after their trainer config
+exists. Under ZeRO-3 that config makes transformers create every model inside
+``deepspeed.zero.Init``, which partitions each parameter as it is created: a model built there saves
+as empty tensors, and that broken cache failed every later launch (issue 13). So the build always
+runs in a separate, fresh interpreter (``python make_tiny.py OUT_DIR``) that has no ZeRO context and
+no process group. That process takes a lock file beside ``OUT_DIR`` around check-and-build, so the
+ranks of a machine build once; it builds in a temporary folder and renames it into place, so readers
+never see a half-written folder. A cached folder is validated (files present, every tensor of the
+shape ``config.json`` implies) on each use and rebuilt the same way when broken. The build is
+seeded, so separate machines (no shared disk) end up with identical weights and vocabularies.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +39,32 @@ if TYPE_CHECKING:
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TINY_ALIASES = (None, "", "tiny")
-# Files whose presence means a finished build (the folder only appears by an atomic rename).
-REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+# Every file a build writes (transformers >= 5 keeps the chat template in its own file). A folder
+# holding anything else is not ours, so it is never moved aside or deleted, only refused.
+REQUIRED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+# What a rank passes on to its children about the distributed job; the builder process gets none of
+# it, so nothing in it can join a process group or see the job's accelerate/DeepSpeed settings.
+DISTRIBUTED_ENV = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+DISTRIBUTED_ENV_PREFIXES = ("ACCELERATE_", "TORCHELASTIC_")
+EMBEDDINGS, TIED_HEAD = "model.embed_tokens.weight", "lm_head.weight"
 
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|pad|>"
 VOCAB_SIZE = 500
@@ -76,27 +109,189 @@ def resolve_model_name(name: str | None) -> str:
     return str(name)
 
 
-def is_built(out_dir: Path) -> bool:
-    return all((out_dir / name).is_file() for name in REQUIRED_FILES)
-
-
 def build_tiny_model(out_dir: Path) -> Path:
-    """Build the tiny model and tokenizer into ``out_dir`` unless already there; return ``out_dir``."""
+    """Return ``out_dir`` holding a valid tiny model, first building (or rebuilding) it in a separate
+    Python process if it is missing or broken.
+
+    A separate process because the caller may be a rank under ZeRO-3, where any model it created
+    would be partitioned at creation and saved empty (see the module docstring); checking first
+    keeps the usual case, a valid cache, to one read of two small headers."""
     out_dir = Path(out_dir).expanduser().resolve()
-    if is_built(out_dir):
+    if find_problem(out_dir) is None:
         return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        write_tiny(work)
-        publish(work, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    env = {key: value for key, value in os.environ.items() if not is_distributed_var(key)}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), str(out_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,  # it prints OUT_DIR
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    sys.stderr.write(done.stderr)  # its notes ("rebuilt ... because ...") and errors, in this log
+    problem = find_problem(out_dir)
+    if done.returncode != 0 or problem is not None:
+        said = [line for line in done.stderr.splitlines() if line.strip()]
+        why = said[-1].removeprefix("make_tiny: ") if said else problem
+        raise RuntimeError(
+            f"could not build the tiny model in {out_dir}: {why} (to retry with the whole output: "
+            f"{sys.executable} {Path(__file__).resolve()} {out_dir})"
+        )
     return out_dir
 
 
+def is_distributed_var(name: str) -> bool:
+    return name in DISTRIBUTED_ENV or name.startswith(DISTRIBUTED_ENV_PREFIXES)
+
+
+def ensure_built(out_dir: Path) -> Path:
+    """Build ``out_dir`` in this process unless it is valid: what ``python make_tiny.py OUT_DIR`` runs.
+
+    The lock makes check-and-build one step for every process on this machine (the ranks' builder
+    processes all start at once), so one builds and the others find its result. A broken folder is
+    replaced only once its replacement is built and checked: it is moved aside, the new one renamed
+    in, the old one deleted. A folder holding files a build does not write is refused instead,
+    since ``$FTLAUNCH_TINY_DIR`` may point at something of the user's by mistake."""
+    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with locked(out_dir.parent / f".{out_dir.name}.lock"):
+        problem = find_problem(out_dir)
+        if problem is None:
+            return out_dir
+        broken = out_dir.exists() or out_dir.is_symlink()
+        if broken:
+            refuse_unless_ours(out_dir, problem)
+        work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+        aside = work.with_name(work.name.replace(".tmp-", ".broken-"))
+        try:
+            write_tiny(work)
+            if broken:
+                os.rename(out_dir, aside)
+            publish(work, out_dir)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
+        if broken:
+            print(f"make_tiny: rebuilt {out_dir} because {problem}", file=sys.stderr)
+    return out_dir
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed, never deleted: deleting a lock file
+    lets two processes lock two different files of the same name)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def refuse_unless_ours(out_dir: Path, problem: str) -> None:
+    """Raise unless ``out_dir`` is a real folder holding only files a build writes."""
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        what = "is not a folder"
+    else:
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REQUIRED_FILES)
+        if not foreign:
+            return
+        what = f"holds files a build does not write ({', '.join(foreign)})"
+    raise RuntimeError(
+        f"the tiny model folder {out_dir} is invalid ({problem}) and {what}, so it is left alone; "
+        "move it away, or set FTLAUNCH_TINY_DIR to another folder, and the model is built there"
+    )
+
+
+def is_built(out_dir: Path) -> bool:
+    return find_problem(out_dir) is None
+
+
+def find_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a usable tiny model, or None when it is. Cheap (no torch, no model): the
+    files a build writes must be there and non-empty, and ``model.safetensors`` must hold exactly the
+    tensors, each of the shape, that ``config.json`` implies, which catches the empty (shape [0])
+    tensors a ZeRO-3 partitioned build saves."""
+    if not folder.is_dir():
+        return "it does not exist" if not folder.exists() else "it is not a folder"
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+    empty = [name for name in REQUIRED_FILES if (folder / name).stat().st_size == 0]
+    if empty:
+        return f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty"
+    try:
+        expected = expected_shapes(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        return f"config.json is not a tiny model config ({type(error).__name__}: {error})"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="numpy") as weights:
+            found = {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    except Exception as error:  # safetensors raises its own error type for a damaged header
+        return f"model.safetensors cannot be read ({error})"
+    return shape_problem(expected, found)
+
+
+def shape_problem(expected: dict[str, list[int]], found: dict[str, list[int]]) -> str | None:
+    empty = [name for name, shape in found.items() if 0 in shape]
+    if empty:
+        return (
+            f"model.safetensors holds {len(empty)} empty tensors (e.g. {empty[0]} has shape "
+            f"{found[empty[0]]}), as a build under ZeRO-3 partitioned initialisation saves them"
+        )
+    if TIED_HEAD in found and TIED_HEAD not in expected:
+        # Tied embeddings are one tensor with two names: safetensors stores it under the one it
+        # picks (or both), and transformers re-ties them on load.
+        found = dict(found)
+        head = found.pop(TIED_HEAD)
+        found.setdefault(EMBEDDINGS, head)
+    missing = sorted(expected.keys() - found.keys())
+    if missing:
+        return f"model.safetensors lacks {len(missing)} tensors (e.g. {missing[0]})"
+    extra = sorted(found.keys() - expected.keys())
+    if extra:
+        return f"model.safetensors holds {len(extra)} tensors config.json does not imply (e.g. {extra[0]})"
+    wrong = [name for name in expected if found[name] != expected[name]]
+    if wrong:
+        return f"{wrong[0]} has shape {found[wrong[0]]}, config.json implies {expected[wrong[0]]}"
+    return None
+
+
+def expected_shapes(config: dict[str, Any]) -> dict[str, list[int]]:
+    """Tensor name -> shape of a Qwen2 causal LM with this config, as :func:`save_model` stores it
+    (a tied ``lm_head`` is expected under the embeddings' name). Written out rather than read off a
+    model built from the config, so that validating a cache imports neither torch nor transformers."""
+    hidden, vocab, inter = config["hidden_size"], config["vocab_size"], config["intermediate_size"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    shapes = {EMBEDDINGS: [vocab, hidden], "model.norm.weight": [hidden]}
+    if not config.get("tie_word_embeddings"):
+        shapes[TIED_HEAD] = [vocab, hidden]
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        for name, shape in {
+            "input_layernorm.weight": [hidden],
+            "post_attention_layernorm.weight": [hidden],
+            "self_attn.q_proj.weight": [heads * head_dim, hidden],
+            "self_attn.q_proj.bias": [heads * head_dim],
+            "self_attn.k_proj.weight": [kv_heads * head_dim, hidden],
+            "self_attn.k_proj.bias": [kv_heads * head_dim],
+            "self_attn.v_proj.weight": [kv_heads * head_dim, hidden],
+            "self_attn.v_proj.bias": [kv_heads * head_dim],
+            "self_attn.o_proj.weight": [hidden, heads * head_dim],
+            "mlp.gate_proj.weight": [inter, hidden],
+            "mlp.up_proj.weight": [inter, hidden],
+            "mlp.down_proj.weight": [hidden, inter],
+        }.items():
+            shapes[prefix + name] = shape
+    return shapes
+
+
 def publish(work: Path, out_dir: Path) -> None:
-    """Rename ``work`` to ``out_dir``; if another process got there first, keep its complete copy."""
+    """Rename ``work`` to ``out_dir``; if another process got there first (another machine on a shared
+    disk, outside this machine's lock), keep its copy when it is valid."""
     try:
         os.rename(work, out_dir)  # atomic; replaces only an empty folder
     except OSError:
@@ -105,10 +300,14 @@ def publish(work: Path, out_dir: Path) -> None:
 
 
 def write_tiny(folder: Path) -> None:
+    """Build into ``folder`` in this process and check the result, so a bad build is never published."""
     tokenizer = train_tokenizer()
     tokenizer.save_pretrained(folder)
     save_model(make_model(tokenizer), folder)
     check_reload(folder, tokenizer)
+    problem = find_problem(folder)
+    if problem is not None:
+        raise RuntimeError(f"the tiny model just built in {folder} is invalid: {problem}")
     make_shareable(folder)
 
 
@@ -122,7 +321,7 @@ def save_model(model: PreTrainedModel, folder: Path) -> None:
     model.config.architectures = [type(model).__name__]  # save_pretrained adds it; TRL reads it
     model.config.save_pretrained(folder)
     model.generation_config.save_pretrained(folder)
-    # Drops the tied lm_head copy of the embeddings; transformers re-ties it on load.
+    # Stores the tied embeddings once (safetensors picks the name); transformers re-ties them on load.
     save_safetensors(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
@@ -222,7 +421,13 @@ def make_model(tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
     """A randomly initialised (seeded) Qwen2 whose vocabulary and special ids match ``tokenizer``."""
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+    if is_deepspeed_zero3_enabled():
+        raise RuntimeError(
+            "refusing to build under DeepSpeed ZeRO-3, whose partitioned initialisation would "
+            "save empty tensors; call build_tiny_model, which builds in a separate process"
+        )
     torch.manual_seed(SEED)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -240,7 +445,18 @@ def make_model(tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
 
 def main(argv: list[str]) -> int:
     target = Path(argv[1]) if len(argv) > 1 else default_tiny_dir()
-    print(build_tiny_model(target))
+    try:
+        print(ensure_built(target))
+    except RuntimeError as error:  # a refusal or a failed check: one line, not a traceback
+        print(f"make_tiny: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # most likely a folder that is not writable
+        print(
+            f"make_tiny: cannot build the tiny model in {target}: {error}; "
+            "set FTLAUNCH_TINY_DIR to a folder you can write",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
