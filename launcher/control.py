@@ -19,7 +19,7 @@ from launcher import rundir
 from launcher.errors import SpecError
 
 ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
-FINAL = {"finished", "failed", "interrupted", "refused", "cancelled"}
+FINAL = {"finished", "failed", "interrupted", "refused", "cancelled", "requeued"}
 
 
 def runs_dir_flag(parser: argparse.ArgumentParser) -> None:

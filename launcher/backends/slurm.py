@@ -129,7 +129,7 @@ class NodeTask:
         job = submitit.JobEnvironment()
         hosts = list(job.hostnames)
         node_rank = job.node
-        attempt = self.first_attempt + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        attempt = self.attempt()
         the_plan = make_plan(self.resolved, self.run_dir, attempt, self.cwd)
         attempt_dir = rundir.write_attempt(self.run_dir, attempt, the_plan.files())
         head = os.environ.get("FTLAUNCH_HEAD_ADDR") or hosts[0]
@@ -152,6 +152,10 @@ class NodeTask:
             raise RuntimeError(f"ftlaunch: node {node_rank} ({hosts[node_rank]}): {verdict.message}")
         return verdict.state
 
+    def attempt(self) -> int:
+        """Each requeue of the job is the next attempt; SLURM counts them for us."""
+        return self.first_attempt + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
     def run_node(
         self, the_plan: Plan, attempt_dir: Path, node_rank: int, hosts: list[str], head: str, port: int
     ) -> node.Verdict:
@@ -170,10 +174,13 @@ class NodeTask:
         )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Called by submitit on pre-emption or time-out: requeue this same task (the restarted job
-        becomes the next attempt)."""
+        """Called by submitit (first node only) on pre-emption or time-out: requeue this same task;
+        the restarted job becomes the next attempt."""
         from submitit.helpers import DelayedSubmission
 
+        attempt_dir = rundir.attempt_path(self.run_dir, self.attempt())
+        if attempt_dir.is_dir():
+            rundir.update_status(attempt_dir, state="requeued", ended=time.time())
         return DelayedSubmission(self)
 
 
