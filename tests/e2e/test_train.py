@@ -93,7 +93,7 @@ def test_conflicting_flag_fails_before_model_load(e2e_env: dict[str, str], tmp_p
     launch = ftlaunch(flags, "tutorial_sft.py", str(out), e2e_env, tmp_path / "runs")
     assert launch.code == 2, launch.output[-3000:]
     assert "gradient_accumulation_steps=8" in launch.output and "--grad-accum" in launch.output
-    assert launch.json("status.json")["state"] == "failed"
+    assert launch.json("status.json")["state"] == "refused"
     assert "loading weights" not in launch.output.lower()
     assert not out.exists()
 
