@@ -92,7 +92,7 @@ def topology(run: rundir.RunInfo) -> str:
         spec = rundir.read_json(run.path / rundir.SPEC)
         topo = spec["topology"]
         per_node = topo.get("gpus") or topo.get("procs") or 1
-        return f"{topo['nodes']}x{per_node}{'' if topo.get('gpus') else ' cpu'}"
+        return f"{topo['nodes']}x{per_node}{'gpu' if topo.get('gpus') else 'cpu'}"
     except (OSError, ValueError, KeyError, TypeError):
         return "?"
 

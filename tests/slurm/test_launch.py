@@ -1,0 +1,202 @@
+"""``ftlaunch --slurm`` against the real test cluster (two slurmd nodes on loopback).
+
+Training jobs use CPU processes (gloo). Each test reads its outcome from the run folder and from
+``ftlaunch status``, never from submitit's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from launcher import rundir
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[2]
+JOBS = REPO / "jobs"
+SLEEPER = REPO / "tests" / "e2e" / "sleeper.py"
+TRAIN = "--use_peft --max_steps 2 --logging_steps 1 --save_steps 2 --report_to none"
+HOSTILE_ARGS = ["two words", 'it\'s "quoted"', "$HOME", "*.py", "$(touch pwned)", "a;b", "{node_rank}"]
+
+
+def ftlaunch(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "launcher", *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def only_run(runs: Path) -> rundir.RunInfo:
+    (run,) = rundir.list_runs(runs)
+    return run
+
+
+def sacct_state(job_id: str, env: dict[str, str]) -> str:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], env=env, capture_output=True, text=True
+    ).stdout.split()
+    return out[0] if out else ""
+
+
+def status_row(runs: Path, env: dict[str, str], cwd: Path) -> list[str]:
+    out = ftlaunch(["status", "--runs-dir", str(runs)], env, cwd, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (row,) = out.stdout.splitlines()[1:]
+    return row.split()
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_training_job_runs_to_completion_on_every_node(
+    nodes: int, slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    flags = [
+        "--slurm",
+        "--nodes",
+        str(nodes),
+        "--procs",
+        "1",
+        "--zero",
+        "2",
+        "--partition",
+        "debug",
+        "--wait",
+    ]
+    done = ftlaunch(["--runs-dir", str(runs), *flags, str(JOBS / "sft.py"), *TRAIN.split()], slurm_env, REPO)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "[rank0]:" in done.stdout, "--wait follows the first node's log on the console"
+    run = only_run(runs)
+    attempt = rundir.attempt_path(run.path, 1)
+    markers = [rundir.read_json(p) for p in (attempt / rundir.DONE).glob("rank*.json")]
+    assert sorted(m["rank"] for m in markers) == list(range(nodes))
+    assert {m["world_size"] for m in markers} == {nodes}, (
+        "world size seen inside training = nodes x processes"
+    )
+    assert sorted(p.name for p in (attempt / rundir.LOGS).glob("node*.log")) == [
+        f"node{k}.log" for k in range(nodes)
+    ]
+    assert rundir.read_json(attempt / rundir.EFFECTIVE)["world_size"] == nodes
+    hosts = rundir.read_json(attempt / rundir.STATUS)["hosts"]
+    assert len(set(hosts)) == nodes
+    row = status_row(runs, slurm_env, REPO)
+    assert row[1:3] == ["slurm", "finished"] and row[6] == "2" and float(row[7]) > 0, row
+    assert sacct_state(run.job_ids[0], slurm_env) == "COMPLETED"
+
+
+def test_arguments_reach_every_node_unchanged(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    work = tmp_path / "work dir 'quoted'"
+    work.mkdir()
+    recipe = work / "echo args.py"
+    recipe.write_text(
+        "import json, os, sys\n"
+        "with open(os.path.join(os.environ['ARGV_OUT'], f\"rank{os.environ['RANK']}.json\"), 'w') as f:\n"
+        "    json.dump(sys.argv[1:], f)\n"
+    )
+    seen = work / "seen"
+    seen.mkdir()
+    env = {**slurm_env, "ARGV_OUT": str(seen)}
+    flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", "--wait"]
+    done = ftlaunch([*flags, str(recipe), *HOSTILE_ARGS], env, work)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    for rank in (0, 1):
+        assert json.loads((seen / f"rank{rank}.json").read_text()) == HOSTILE_ARGS
+    assert not (work / "pwned").exists()
+
+
+def start_sleeper(env: dict[str, str], runs: Path, pids: Path, extra: list[str] = ()) -> rundir.RunInfo:  # type: ignore[assignment]
+    flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", *extra]
+    started = ftlaunch(["--runs-dir", str(runs), *flags, str(SLEEPER), str(pids)], env, REPO, timeout=60)
+    assert started.returncode == 0, started.stderr
+    assert "submitted SLURM job" in started.stderr
+    wait_for(lambda: len(list(pids.glob("*.pid"))) == 2, 180, "both ranks to start")
+    return only_run(runs)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_cancel_stops_the_job_and_status_says_so(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    runs, pids = tmp_path / "runs", tmp_path / "pids"
+    pids.mkdir()
+    run = start_sleeper(slurm_env, runs, pids)
+    workers = [int(p.read_text()) for p in pids.glob("*.pid")]
+    cancelled = ftlaunch(["cancel", "--runs-dir", str(runs), run.path.name], slurm_env, REPO, timeout=60)
+    assert cancelled.returncode == 0 and "cancelled SLURM job" in cancelled.stdout, cancelled.stderr
+    wait_for(lambda: sacct_state(run.job_ids[0], slurm_env).startswith("CANCELLED"), 60, "SLURM to cancel")
+    wait_for(lambda: not any(alive(pid) for pid in workers), 60, "the ranks to end on both nodes")
+    assert status_row(runs, slurm_env, REPO)[2] == "cancelled"
+
+
+@pytest.mark.parametrize("how", ["pre-emption signal", "time limit"])
+def test_requeued_job_runs_again_as_attempt_2(how: str, slurm_env: dict[str, str], tmp_path: Path) -> None:
+    runs, pids = tmp_path / "runs", tmp_path / "pids"
+    pids.mkdir()
+    # With --time 3, SLURM sends the signal 90 s before the limit; submitit counts it as a time-out.
+    run = start_sleeper(slurm_env, runs, pids, ["--time", "3"] if how == "time limit" else [])
+    job = run.job_ids[0]
+    first = {p.name: p.read_text() for p in pids.glob("*.pid")}
+    if how == "pre-emption signal":
+        subprocess.run(["scancel", "--signal=USR2", job], env=slurm_env, check=True)
+    second = rundir.attempt_path(run.path, 2)
+    try:
+        wait_for(lambda: (second / rundir.STATUS).exists(), 240, "the requeued job to start attempt 2")
+        wait_for(
+            lambda: (
+                {p.name: p.read_text() for p in pids.glob("*.pid")}.keys() == first.keys()
+                and all(p.read_text() != first[p.name] for p in pids.glob("*.pid"))
+            ),
+            180,
+            "both ranks of attempt 2 to start",
+        )
+        status = rundir.read_json(second / rundir.STATUS)
+        assert status["job_id"] == job and status["state"] == "running"
+        assert (rundir.attempt_path(run.path, 1) / rundir.PLAN).exists(), "attempt 1 is kept"
+        assert rundir.read_json(second / rundir.PLAN)["attempt"] == 2
+    finally:
+        subprocess.run(["scancel", job], env=slurm_env)
+    assert only_run(runs).job_ids == [job], "a requeue is the same job"
+
+
+def test_node_that_cannot_reach_the_head_is_named(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    env = {**slurm_env, "FTLAUNCH_HEAD_ADDR": "no-such-head.invalid", "FTLAUNCH_PREFLIGHT_TIMEOUT": "20"}
+    flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", "--wait"]
+    began = time.monotonic()
+    done = ftlaunch(["--runs-dir", str(runs), *flags, str(JOBS / "sft.py")], env, REPO, timeout=300)
+    took = time.monotonic() - began
+    assert done.returncode != 0
+    assert took < 90, f"the failure took {took:.0f} s; it must be reported within a minute or so"
+    attempt = rundir.attempt_path(only_run(runs).path, 1)
+    node1 = (attempt / rundir.LOGS / "node1.log").read_text()
+    assert "could not reach the head at no-such-head.invalid" in node1 and "(node 1)" in node1
+    message = rundir.read_json(attempt / rundir.STATUS)["message"]
+    assert "(node 1)" in message, message
