@@ -186,7 +186,10 @@ def follow(job: Job, the_plan: Plan, wait: bool) -> int:
         )
         return 0
     code = job.wait()
-    status = rundir.read_json(the_plan.attempt_dir / rundir.STATUS)
+    if code == 130:
+        return code
+    latest = rundir.read_run(the_plan.run_dir).latest
+    status = latest.status if latest else {}
     print(
         f"ftlaunch: {status.get('message', status.get('state'))}. Run folder: {the_plan.run_dir}",
         file=sys.stderr,

@@ -51,6 +51,12 @@ CASES = [
     (["--max-grad-norm", "-1", "recipe.py"], None, ["--max-grad-norm -1", ">= 0"]),
     (["--max-grad-norm", "big", "recipe.py"], None, ["'big'", "a number"]),
     (["--gpus", "2", "missing.py"], None, ["missing.py", "no such file"]),
+    (["--partition", "gpu", "--time", "1:00:00", "recipe.py"], None, ["--partition, --time", "add --slurm"]),
+    (["--slurm", "--time", "tomorrow", "recipe.py"], None, ["--time tomorrow", "HH:MM:SS"]),
+    (["--slurm", "--sbatch", "mail-type", "recipe.py"], None, ["--sbatch mail-type", "KEY=VALUE"]),
+    (["--slurm", "--cpus-per-task", "0", "recipe.py"], None, ["--cpus-per-task 0", "at least 1"]),
+    (["--job", "job.yaml"], "slurm: {exclusive: maybe}\n", ["'slurm.exclusive'", "true or false"]),
+    (["--job", "job.yaml"], "slurm: {partiton: gpu}\n", ["unknown key 'slurm.partiton'", "partition"]),
     (["--gpus", "2"], None, ["no recipe given"]),
     (["--job", "job.yaml"], "topology:\n  gpu: 8\n", ["unknown key 'topology.gpu'", "gpus", "procs"]),
     (["--job", "job.yaml"], "zero_stage: 2\n", ["unknown key 'zero_stage'", "zero"]),
@@ -137,6 +143,21 @@ def test_bf16_on_a_pre_ampere_gpu_is_refused() -> None:
         validate(LaunchSpec(topology=Topology(gpus=8))).spec, Hardware(("H100",), (9.0,))
     )
     assert too_many and "--gpus 1" in too_many[0]
+
+
+def test_wait_without_slurm_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--procs", "1", "--wait", "recipe.py"]) == 2
+    assert "--wait only applies to --slurm" in capsys.readouterr().err
+    assert not (in_tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("command", [["status", "nope"], ["logs", "nope"], ["cancel", "nope"]])
+def test_job_control_names_an_unknown_run(
+    command: list[str], in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ftlaunch: no run 'nope'") and "ftlaunch status" in err
 
 
 def test_multi_node_local_launch_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,11 +1,13 @@
-"""The batch arithmetic, property-tested: the identity always holds, suggestions are always valid."""
+"""The batch arithmetic, property-tested (the identity always holds, suggestions are always valid),
+and SLURM's time formats."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from launcher.rules import resolve_batch
+from launcher.rules import resolve_batch, time_minutes
 
 small = st.integers(min_value=1, max_value=64)
 worlds = st.integers(min_value=1, max_value=256)
@@ -50,3 +52,21 @@ def test_non_divisible_global_suggests_only_valid_values(micro: int, world: int,
 def test_one_value_leaves_the_rest_to_the_recipe() -> None:
     plan, problems = resolve_batch(4, None, None, 8)
     assert problems == [] and (plan.micro, plan.grad_accum, plan.global_batch) == (4, None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("90", 90),
+        ("24:00:00", 1440),
+        ("10:30", 11),
+        ("1-00", 1440),
+        ("2-12:30", 3630),
+        ("0", None),
+        ("1:2:3:4", None),
+        ("tomorrow", None),
+        ("2-", None),
+    ],
+)
+def test_slurm_time_formats(text: str, minutes: int | None) -> None:
+    assert time_minutes(text) == minutes

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from launcher import node, rendezvous, rundir
 from launcher.backends.base import HEAD, NODE_RANK, PORT, Plan, make_plan
@@ -205,11 +205,20 @@ class SlurmJob:
         self.job.cancel(check=False)
 
     def wait(self) -> int:
-        """Follow the first node's log of the newest attempt on the console until the job ends."""
+        """Follow the first node's log of the newest attempt on the console until the job ends.
+        Ctrl-C stops following only: the job is the cluster's now, and ``cancel`` stops it."""
         follower = LogFollower(self.run_dir)
-        while not self.job.done(force_check=True):
-            follower.print_new()
-            time.sleep(2)
+        try:
+            while not self.job.done(force_check=True):
+                follower.print_new()
+                time.sleep(2)
+        except KeyboardInterrupt:
+            print(
+                f"\nftlaunch: stopped following; SLURM job {self.job_id} goes on. "
+                f"Stop it with: ftlaunch cancel {self.run_dir}",
+                file=sys.stderr,
+            )
+            return 130
         follower.print_new()
         return outcome(self.run_dir, str(self.job.state))
 
@@ -248,12 +257,14 @@ def submit(the_plan: Plan) -> SlurmJob:
     import submitit
 
     assert the_plan.slurm is not None
+    from submitit.core.utils import FailedJobError
+
     executor = submitit.SlurmExecutor(folder=submitit_folder(the_plan.run_dir, the_plan.cwd))
     executor.update_parameters(**the_plan.slurm)
     try:
         job = executor.submit(NodeTask(the_plan.resolved, the_plan.run_dir, the_plan.attempt, the_plan.cwd))
-    except subprocess.CalledProcessError as err:
-        raise_submit_error(err)
+    except FailedJobError as err:
+        refused(the_plan, str(err).strip())
     rundir.update_status(the_plan.attempt_dir, state="queued", backend=NAME, job_id=str(job.job_id))
     run_file = the_plan.run_dir / rundir.RUN
     known = rundir.read_json(run_file).get("job_ids", [])
@@ -261,16 +272,17 @@ def submit(the_plan: Plan) -> SlurmJob:
     return SlurmJob(job, the_plan.run_dir)
 
 
-def raise_submit_error(err: subprocess.CalledProcessError) -> None:
+def refused(the_plan: Plan, said: str) -> NoReturn:
+    """sbatch said no: nothing was queued. The attempt records why; the user gets exit 2."""
     from launcher.errors import SpecError
 
-    said = (
-        (err.output or b"").decode(errors="replace").strip()
-        if isinstance(err.output, bytes)
-        else str(err.output)
-    )
+    said = " ".join(line.strip() for line in said.splitlines() if line.strip())
+    rundir.update_status(the_plan.attempt_dir, state="refused", backend=NAME, message=f"sbatch: {said}")
     raise SpecError(
-        [f"sbatch refused the job: {said or err}; check --partition, --time, --account and --sbatch"]
+        [
+            f"sbatch refused the job ({said}); nothing was queued. Check --partition, --time, --account, "
+            f"--qos and --sbatch (sinfo lists partitions and their limits). Record: {the_plan.run_dir}"
+        ]
     )
 
 
