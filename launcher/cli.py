@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from launcher import control, rundir
+from launcher import control, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import SpecError
 from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
@@ -74,9 +74,11 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(leaf.flag, dest=leaf.key, metavar=metavar, help=leaf.help, action=repeat)
 
 
-def spec_from_args(ns: argparse.Namespace, recipe: str | None, recipe_args: Sequence[str]) -> LaunchSpec:
+def spec_from_args(
+    ns: argparse.Namespace, recipe: str | None, recipe_args: Sequence[str], base: LaunchSpec | None = None
+) -> LaunchSpec:
     """YAML first (if any), then every flag the user typed on top; all problems reported together."""
-    base = load_job(ns.job) if ns.job else LaunchSpec()
+    base = load_job(ns.job) if ns.job else (base or LaunchSpec())
     problems: list[str] = []
     overrides: dict[str, Any] = {}
     for leaf in leaves():
@@ -133,6 +135,11 @@ def launch_parser() -> argparse.ArgumentParser:
     add_spec_flags(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the spec, every file and the plan")
     parser.add_argument("--wait", action="store_true", help="with --slurm: follow the job to its end")
+    parser.add_argument(
+        "--resume",
+        choices=["auto"],
+        help="auto: continue the newest run of this --name from its latest complete checkpoint, if any",
+    )
     parser.add_argument("recipe", nargs="?", help="the training script")
     parser.add_argument("recipe_args", nargs=argparse.REMAINDER, help="passed to the recipe unchanged")
     return parser
@@ -146,21 +153,89 @@ def launch(argv: list[str]) -> int:
     check_recipe(spec)
     if ns.wait and not spec.slurm.enabled:
         raise SpecError(["--wait only applies to --slurm jobs (a local launch always runs to its end)"])
-    backend = backend_for(resolved)
     name = spec.name or Path(spec.recipe or "run").stem
+    if ns.resume == "auto":
+        previous = resumable_run(spec, name)
+        if previous is not None:
+            return continue_run(previous, spec, dry_run=ns.dry_run, wait=ns.wait)
     if ns.dry_run:
-        the_plan = make_plan(resolved, rundir.planned_path(spec.runs_dir, name), 1, os.getcwd())
-        notes = [f"a real launch here would refuse: {p}" for p in backend.problems(resolved)]
-        print_dry_run(resolved, the_plan, notes)
-        return 0
+        return execute(resolved, lambda: rundir.planned_path(spec.runs_dir, name), 1, True, ns.wait)
+    return execute(resolved, lambda: rundir.create(spec.runs_dir, name), 1, False, ns.wait)
+
+
+def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_run: bool, wait: bool) -> int:
+    """The one flow after deciding: plan, then print it, or write it and hand it to the backend.
+    ``run_dir`` is called only once nothing can refuse any more, so a refusal leaves no folder."""
+    backend = backend_for(resolved)
     problems = backend.problems(resolved)
+    if dry_run:
+        the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
+        print_dry_run(resolved, the_plan, [f"a real launch here would refuse: {p}" for p in problems])
+        return 0
     if problems:
         raise SpecError(problems)
-    the_plan = make_plan(resolved, rundir.create(spec.runs_dir, name), 1, os.getcwd())
+    resume.prepare(resolved)
+    the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
     write_plan(the_plan, resolved)
-    print(f"ftlaunch: run folder {the_plan.run_dir}", file=sys.stderr)
+    print(f"ftlaunch: run folder {the_plan.run_dir} (attempt {attempt})", file=sys.stderr)
     job = backend.submit(the_plan)
-    return follow(job, the_plan, wait=ns.wait)
+    return follow(job, the_plan, wait=wait)
+
+
+def resumable_run(spec: LaunchSpec, name: str) -> Path | None:
+    """For ``--resume auto``: the newest run of this name that has a complete checkpoint."""
+    if spec.name is None:
+        raise SpecError(["--resume auto needs --name NAME (the run to continue when it exists)"])
+    from launcher import checkpoints
+
+    for run in reversed(rundir.list_runs(spec.runs_dir)):
+        if run.run.get("name", "").startswith(f"{rundir.slug(name)}-"):
+            found, _ = checkpoints.latest_complete(resume.output_dir(run.path))
+            if found is not None:
+                return run.path
+    return None
+
+
+def continue_run(run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool) -> int:
+    """A new attempt of ``run_dir`` from its latest complete checkpoint, on ``spec``'s topology."""
+    resolved, warnings = resume.decide(run_dir, spec)
+    for warning in warnings:
+        print(f"ftlaunch: {warning}", file=sys.stderr)
+    assert resolved.resume is not None
+    moved = resolved.resume.universal
+    print(
+        f"ftlaunch: resuming {run_dir.name} from {Path(resolved.resume.checkpoint).name}"
+        f" ({resolved.batch.describe()}{'; universal checkpoint, world size changed' if moved else ''})",
+        file=sys.stderr,
+    )
+    attempt = max(rundir.attempt_numbers(run_dir), default=0) + 1
+    return execute(resolved, lambda: run_dir, attempt, dry_run, wait)
+
+
+def resume_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ftlaunch resume",
+        description="Continue a run from its latest complete checkpoint as a new attempt in the same "
+        "run folder, with the run's recorded spec. Topology flags may change it: the global batch is "
+        "kept (accumulation rescaled) and a DeepSpeed checkpoint saved on another world size is "
+        "converted to a universal checkpoint.",
+        epilog="examples:\n  ftlaunch resume RUN\n  ftlaunch resume RUN --procs 1\n"
+        "  ftlaunch resume RUN --gpus 4 --slurm\n  ftlaunch resume RUN --local --gpus 8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run", help="a run folder, or its name (a unique prefix will do)")
+    add_spec_flags(parser)
+    parser.add_argument("--local", action="store_true", help="run here even if the run was on SLURM")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan of the new attempt only")
+    parser.add_argument("--wait", action="store_true", help="with --slurm: follow the job to its end")
+    ns = parser.parse_args(argv)
+    runs_dir = getattr(ns, "runs_dir", None) or "runs"
+    run_dir = control.locate(runs_dir, ns.run)
+    recorded = from_mapping(rundir.read_json(run_dir / rundir.SPEC), str(run_dir / rundir.SPEC))
+    spec = merge(spec_from_args(ns, None, (), base=recorded), {"batch.micro": None, "batch.grad_accum": None})
+    if ns.local:
+        spec = merge(spec, {"slurm.enabled": False})
+    return continue_run(run_dir, spec, dry_run=ns.dry_run, wait=ns.wait)
 
 
 def write_plan(the_plan: Plan, resolved: Resolved) -> None:
@@ -302,4 +377,5 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "status": control.status,
     "logs": control.logs,
     "cancel": control.cancel,
+    "resume": resume_command,
 }

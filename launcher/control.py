@@ -19,7 +19,7 @@ from launcher import rundir
 from launcher.errors import SpecError
 
 ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
-FINAL = {"finished", "failed", "interrupted", "refused", "cancelled", "requeued"}
+FINAL = {"finished", "failed", "interrupted", "refused", "cancelled", "requeued", "preempted"}
 
 
 def runs_dir_flag(parser: argparse.ArgumentParser) -> None:
@@ -168,9 +168,20 @@ def status_detail(run_dir: Path) -> int:
         if metrics:
             print(f"  last logged: step {metrics.get('step')} loss {metrics.get('loss')}")
         print(f"  logs: {attempt.path / rundir.LOGS}")
+    print_checkpoints(run.path)
     for problem in run.problems:
         print(f"ftlaunch: {problem}", file=sys.stderr)
     return 0
+
+
+def print_checkpoints(run_dir: Path) -> None:
+    from launcher import checkpoints, resume
+
+    folder = resume.output_dir(run_dir)
+    found = checkpoints.scan(folder) if folder.is_dir() else []
+    print(f"checkpoints: {folder}" + ("" if found else " (none yet)"))
+    for c in found:
+        print(f"  {c.path.name}: {'complete' if c.complete else 'INCOMPLETE - ' + str(c.problem)}")
 
 
 # ---------------------------------------------------------------- logs

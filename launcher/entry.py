@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher import rundir
+from launcher import rundir, saving
 from launcher.errors import SpecError
 from launcher.render import DECIDED_FILE, TRAINER_FILE
 from launcher.rules import Resolved, resolve_batch
@@ -35,7 +35,6 @@ FLAG_OF = {
     "max_grad_norm": "--max-grad-norm",
     "save_strategy": "--save-steps",
     "save_steps": "--save-steps",
-    "save_total_limit": "--keep",
     "use_cpu": "--procs",
 }
 # Where the recipe's own value never conflicts: the launch's value is simply required.
@@ -56,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_deepspeed_on_cpu(resolved)
     install_guard(resolved, overrides, attempt_dir)
     install_recorder(attempt_dir)
+    saving.install(resolved, attempt_dir)
     try:
         run_recipe(ns.recipe, ns.recipe_args)
     except SpecError as err:
@@ -151,6 +151,24 @@ def reconcile(args: Any, resolved: Resolved, overrides: dict[str, Any], attempt_
         raise SpecError(conflicts)
     if getattr(args, "output_dir", None) in DEFAULT_OUTPUT_DIRS:
         args.output_dir = str(rundir.checkpoints_of(attempt_dir))
+    if resolved.resume is None:
+        refuse_used_output_dir(Path(args.output_dir), attempt_dir)
+
+
+def refuse_used_output_dir(output_dir: Path, attempt_dir: Path) -> None:
+    """A fresh start must not train over (and later rotate away) another run's checkpoints."""
+    from launcher import checkpoints
+
+    found = [c.path for c in checkpoints.scan(output_dir) if c.complete] if output_dir.is_dir() else []
+    if found:
+        run = attempt_dir.parent.parent
+        raise SpecError(
+            [
+                f"output_dir {output_dir} already holds {len(found)} checkpoint(s) ({found[-1].name}, ...); "
+                f"continue that run with: ftlaunch resume RUN, or launch with --resume auto --name NAME; "
+                f"or give the recipe another --output_dir (this run's record: {run})"
+            ]
+        )
 
 
 def accumulation_for_global_batch(args: Any, resolved: Resolved) -> int | None:
@@ -243,6 +261,7 @@ def mark_done(attempt_dir: Path) -> None:
             "rank": rank(),
             "world_size": seen_world_size(),
             "finished": time.time(),
+            "preempted": (attempt_dir / rundir.PREEMPTED).exists(),
         },
     )
 

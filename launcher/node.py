@@ -25,6 +25,30 @@ from typing import IO, Any
 from launcher import rundir
 
 GRACE_SECONDS = 10.0
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: not finished, nothing lost, resumable
+PREEMPTION_SIGNAL = signal.SIGUSR2  # submitit's default; SLURM sends it before a time limit too
+CURRENT: subprocess.Popen[bytes] | None = None  # the node command being supervised, if any
+
+
+def ignore_preemption_signal() -> None:
+    """In the child before exec: an ignored signal stays ignored across exec (a handler would not),
+    so accelerate's torchrun agent ignores it while the ranks install their own handler."""
+    signal.signal(PREEMPTION_SIGNAL, signal.SIG_IGN)
+
+
+def wait_for_ranks(timeout: float) -> bool:
+    """Wait until the supervised node command has exited (the ranks saved and stopped); used by
+    the SLURM task before submitit requeues the job. True when it exited in time."""
+    proc = CURRENT
+    if proc is None:
+        return True
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 MARKER_WAIT_SECONDS = 30.0  # how long a node that exited cleanly waits for other nodes' markers
 
 
@@ -45,8 +69,13 @@ def supervise(
     own_signals: bool,
 ) -> Verdict:
     """Run one node's command to the end and judge it. With ``own_signals`` (a local launch),
-    Ctrl-C / SIGTERM / SIGHUP end the whole tree; under SLURM, submitit keeps its own handlers and
-    SLURM signals every process of the step itself."""
+    Ctrl-C / SIGTERM / SIGHUP end the whole tree and the pre-emption signal is passed to the ranks;
+    under SLURM, submitit keeps its own handlers and SLURM signals every process of the step itself.
+
+    The command starts with the pre-emption signal ignored, so torchrun's agent survives it; the
+    ranks install their own handler (save at the next step boundary, then stop). The output is
+    copied by a thread, so the main thread can wait for the ranks while submitit checkpoints."""
+    global CURRENT
     tree = ProcessTree()
     tree.become_subreaper()
     interrupted = forward_signals(tree) if own_signals else threading.Event()
@@ -59,12 +88,18 @@ def supervise(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=ignore_preemption_signal,
         )
+        CURRENT = proc
         tree.watch()
-        with open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "ab") as log:
-            stream(proc.stdout, log)
+        log = open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "ab")  # noqa: SIM115 (closed below)
+        copier = threading.Thread(target=stream, args=(proc.stdout, log), daemon=True)
+        copier.start()
         exit_code = proc.wait()
+        copier.join(timeout=30)
+        log.close()
     finally:
+        CURRENT = None
         tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
     verdict = judge(attempt_dir, node_rank, world_size, exit_code, interrupted.is_set())
     rundir.write_json(
@@ -81,6 +116,15 @@ def judge(attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, in
         wait_for_markers(attempt_dir, world_size) if exit_code == 0 else rundir.completed_ranks(attempt_dir)
     )
     if len(done) == world_size:
+        preempted = attempt_dir / rundir.PREEMPTED
+        if preempted.exists():
+            step = rundir.read_json(preempted).get("step")
+            return Verdict(
+                "preempted",
+                PREEMPTED_EXIT,
+                f"pre-empted: every rank saved checkpoint-{step} and stopped; continue with: "
+                f"ftlaunch resume {attempt_dir.parent.parent}",
+            )
         if exit_code != 0:
             return Verdict(
                 "finished",
@@ -127,8 +171,16 @@ def stream(source: IO[bytes] | None, log: IO[bytes]) -> None:
 
 
 def forward_signals(tree: ProcessTree) -> threading.Event:
-    """On Ctrl-C / SIGTERM / SIGHUP: pass the signal to every process of the tree, then end them."""
+    """On Ctrl-C / SIGTERM / SIGHUP: pass the signal to every process of the tree, then end them.
+    The pre-emption signal is passed on alone: the ranks save, stop and exit by themselves."""
     interrupted = threading.Event()
+
+    def preempt(signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):
+            print("\nftlaunch: pre-emption signal; the ranks save at this step and stop", file=sys.stderr)
+        tree.send(signum)
+
+    signal.signal(PREEMPTION_SIGNAL, preempt)
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         if interrupted.is_set():
@@ -184,14 +236,19 @@ class ProcessTree:
         except self._psutil.Error:
             return
 
-    def end_all(self, signum: int = signal.SIGTERM) -> None:
-        """Signal every live process of the tree, wait a grace period, then kill what is left."""
+    def send(self, signum: int) -> list[Any]:
+        """Signal every live process of the tree; return them."""
         self._snapshot()
         with self._lock:
             procs = [p for p in self._known.values() if p.is_running()]
         for p in procs:
             with contextlib.suppress(self._psutil.Error):
                 p.send_signal(signum)
+        return procs
+
+    def end_all(self, signum: int = signal.SIGTERM) -> None:
+        """Signal every live process of the tree, wait a grace period, then kill what is left."""
+        procs = self.send(signum)
         _, alive = self._psutil.wait_procs(procs, timeout=GRACE_SECONDS)
         for p in alive:
             with contextlib.suppress(self._psutil.Error):

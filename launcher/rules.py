@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from launcher.errors import SpecError
-from launcher.spec import LaunchSpec, Leaf, from_mapping, leaves, to_dict
+from launcher.spec import LaunchSpec, Leaf, from_mapping, leaves, merge, to_dict
 
 ZERO_STAGES = (0, 1, 2, 3)
 
@@ -54,11 +54,22 @@ class BatchPlan:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """Where an attempt continues from, decided by the launcher (never by the ranks)."""
+
+    checkpoint: str  # the complete checkpoint folder the trainer resumes from
+    step: int
+    universal: bool = False  # saved on another world size: load DeepSpeed's universal form
+    saved_world_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Resolved:
     """A spec that passed every rule, with its derived numbers."""
 
     spec: LaunchSpec
     batch: BatchPlan
+    resume: Resume | None = None
 
     @property
     def world_size(self) -> int:
@@ -70,11 +81,13 @@ class Resolved:
 
     def to_dict(self) -> dict[str, Any]:
         """The decided values as JSON: what each rank reads instead of deciding again."""
-        return {"spec": to_dict(self.spec), "batch": dataclasses.asdict(self.batch)}
+        resume = dataclasses.asdict(self.resume) if self.resume else None
+        return {"spec": to_dict(self.spec), "batch": dataclasses.asdict(self.batch), "resume": resume}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> Resolved:
-        return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]))
+        resume = Resume(**data["resume"]) if data.get("resume") else None
+        return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]), resume)
 
 
 def validate(spec: LaunchSpec) -> Resolved:
@@ -329,3 +342,40 @@ def hardware_problems(spec: LaunchSpec, hw: Hardware) -> list[str]:
             f"{', '.join(hw.gpu_names)} (compute capability {min(old)}); use --precision fp16"
         )
     return problems
+
+
+def stages_compatible(saved: int, wanted: int) -> bool:
+    """ZeRO-1 and ZeRO-2 write the same checkpoint layout; DDP (a full ``optimizer.pt``) and ZeRO-3
+    (partitioned parameters) each load only their own."""
+    return saved == wanted or {saved, wanted} <= {1, 2}
+
+
+def resume_spec(spec: LaunchSpec, saved: Mapping[str, int | None]) -> tuple[LaunchSpec, list[str]]:
+    """The spec of a resumed attempt: the checkpoint's global batch is kept on the new world size
+    (micro kept, accumulation rescaled), or refused with the world sizes that would keep it.
+
+    Trainer skips ``global_step x accumulation`` local batches on resume, which lands on the right
+    sample only if micro x accumulation x world is unchanged (resume-facts: otherwise it silently
+    re-trains samples it has seen)."""
+    problems = []
+    stage = saved.get("zero_stage")
+    if stage is not None and not stages_compatible(stage, spec.zero.stage):
+        can = "--zero 1 or --zero 2" if stage in (1, 2) else f"--zero {stage}"
+        problems.append(
+            f"--zero {spec.zero.stage}: the checkpoint was saved under "
+            f"{'plain DDP' if stage == 0 else f'ZeRO-{stage}'} and cannot be loaded there; resume with {can}"
+        )
+    micro, accum, world = saved.get("micro"), saved.get("grad_accum"), saved.get("world_size")
+    if micro is None or accum is None or world is None:
+        return spec, problems
+    new_world = spec.topology.world_size
+    if (accum * world) % new_world:
+        fits = [w for w in range(1, accum * world + 1) if (accum * world) % w == 0]
+        problems.append(
+            f"world size {new_world}: the checkpoint's global batch {micro * accum * world} (micro {micro} x "
+            f"accumulation {accum} x world {world}) cannot be kept; resume on a world size dividing "
+            f"{accum * world}: {', '.join(map(str, fits))}"
+        )
+        return spec, problems
+    batch = {"batch.micro": micro, "batch.grad_accum": accum * world // new_world, "batch.global_batch": None}
+    return merge(spec, batch), problems

@@ -42,6 +42,7 @@ METRICS = "metrics.jsonl"  # one JSON line per trainer log (rank 0): step, loss,
 LOGS = "logs"
 NODES = "nodes"  # one verdict per node: node{K}.json
 DONE = "done"  # one completion marker per rank: rank{R}.json, written after the recipe returned
+PREEMPTED = "preempted.json"  # the step at which the ranks agreed to save and stop
 ENTRY_ERROR = "entry_error.txt"  # why the entry refused to start the recipe (rank 0 writes it)
 
 # Environment worth keeping to reproduce a run; anything that looks like a credential is dropped.

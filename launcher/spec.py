@@ -70,7 +70,9 @@ class Zero:
 @dataclass(frozen=True)
 class Checkpointing:
     save_steps: int | None = _opt("--save-steps", "save a checkpoint every N optimizer steps")
-    keep: int | None = _opt("--keep", "keep at most N checkpoints (save_total_limit)")
+    keep: int | None = _opt(
+        "--keep", "keep the newest N complete checkpoints (never the one resumed from); ftlaunch prunes"
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ requeues the job, and the restarted tasks run as the next attempt of the same ru
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -31,6 +32,7 @@ from launcher.rules import Resolved, time_minutes
 NAME = "slurm"
 DEFAULT_TIME_MIN = 24 * 60  # submitit would otherwise ask for 5 minutes
 FIRST_PORT, PORT_RANGE = 20000, 20000
+SAVE_GRACE_SECONDS = 60.0  # of submitit's 90 s warning before the time limit, for the save
 
 # Spec field of the `slurm` section -> submitit's SlurmExecutor parameter (the one table).
 PARAMETERS = {
@@ -130,7 +132,7 @@ class NodeTask:
         hosts = list(job.hostnames)
         node_rank = job.node
         attempt = self.attempt()
-        the_plan = make_plan(self.resolved, self.run_dir, attempt, self.cwd)
+        the_plan = make_plan(self.resolved_for(attempt), self.run_dir, attempt, self.cwd)
         attempt_dir = rundir.write_attempt(self.run_dir, attempt, the_plan.files())
         head = os.environ.get("FTLAUNCH_HEAD_ADDR") or hosts[0]
         port = port_for(str(job.raw_job_id))
@@ -151,6 +153,23 @@ class NodeTask:
         if verdict.exit_code != 0:
             raise RuntimeError(f"ftlaunch: node {node_rank} ({hosts[node_rank]}): {verdict.message}")
         return verdict.state
+
+    def resolved_for(self, attempt: int) -> Resolved:
+        """A requeued job continues from the run's latest complete checkpoint (every node decides
+        the same: nothing trains while the job waits in the queue); with none yet, it starts over."""
+        if attempt == self.first_attempt:
+            return self.resolved
+        from launcher import resume
+        from launcher.errors import SpecError
+
+        try:
+            resolved, warnings = resume.decide(self.run_dir, self.resolved.spec)
+        except SpecError as err:
+            print(f"ftlaunch: attempt {attempt} starts over: {err}", file=sys.stderr)
+            return dataclasses.replace(self.resolved, resume=None)
+        for warning in warnings:
+            print(f"ftlaunch: {warning}", file=sys.stderr)
+        return resolved
 
     def attempt(self) -> int:
         """Each requeue of the job is the next attempt; SLURM counts them for us."""
@@ -174,10 +193,17 @@ class NodeTask:
         )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Called by submitit (first node only) on pre-emption or time-out: requeue this same task;
-        the restarted job becomes the next attempt."""
+        """Called by submitit (first node only) on pre-emption or time-out, after SLURM signalled
+        every rank too: wait while the ranks save at the current step and exit, then requeue this
+        same task; the restarted job is the next attempt and resumes from that checkpoint."""
         from submitit.helpers import DelayedSubmission
 
+        saved = node.wait_for_ranks(timeout=SAVE_GRACE_SECONDS)
+        print(
+            f"ftlaunch: pre-emption: ranks {'saved and stopped' if saved else 'still running'}; requeueing",
+            file=sys.stderr,
+            flush=True,
+        )
         attempt_dir = rundir.attempt_path(self.run_dir, self.attempt())
         if attempt_dir.is_dir():
             rundir.update_status(attempt_dir, state="requeued", ended=time.time())

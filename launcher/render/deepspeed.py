@@ -38,6 +38,10 @@ def render_deepspeed(resolved: Resolved) -> dict[str, Any]:
         # The HF Trainer hands DeepSpeed its own (torch) optimizer; with offload DeepSpeed refuses a
         # client optimizer unless told otherwise. One optimizer source: the recipe's ``optim``.
         config["zero_force_ds_cpu_optimizer"] = False
+    if resolved.resume is not None and resolved.resume.universal:
+        # For this one attempt only: its checkpoint was saved on another world size. Checkpoints
+        # saved from here on are ordinary ones (resume-facts: leaving it on breaks the next resume).
+        config["checkpoint"] = {"load_universal": True}
     return config
 
 

@@ -26,8 +26,6 @@ def render_trainer_overrides(resolved: Resolved) -> dict[str, Any]:
     if spec.checkpointing.save_steps is not None:
         overrides["save_strategy"] = "steps"
         overrides["save_steps"] = spec.checkpointing.save_steps
-    if spec.checkpointing.keep is not None:
-        overrides["save_total_limit"] = spec.checkpointing.keep
     if spec.topology.on_cpu:
         overrides["use_cpu"] = True
     return overrides

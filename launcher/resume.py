@@ -1,0 +1,65 @@
+"""Deciding a resume: which checkpoint, on which topology, with which batch. Reads the run folder
+and the checkpoints (the edge); the arithmetic and compatibility rules are ``rules.resume_spec``.
+
+Used by ``ftlaunch resume``, by ``--resume auto``, and by every node of a requeued SLURM job, so
+the three cannot disagree about where a run continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from launcher import rundir
+from launcher.errors import SpecError
+from launcher.rules import Resolved, Resume, resume_spec, validate
+from launcher.spec import LaunchSpec
+
+
+def output_dir(run_dir: Path) -> Path:
+    """Where the run's checkpoints are: what the newest attempt's trainer really used."""
+    for number in reversed(rundir.attempt_numbers(run_dir)):
+        effective = rundir.attempt_path(run_dir, number) / rundir.EFFECTIVE
+        if effective.exists():
+            return Path(str(rundir.read_json(effective)["output_dir"]))
+    return run_dir / rundir.CHECKPOINTS
+
+
+def decide(run_dir: Path, spec: LaunchSpec) -> tuple[Resolved, list[str]]:
+    """The resolved spec of the next attempt, resuming from the run's newest complete checkpoint.
+    Returns warnings (skipped incomplete checkpoints); raises ``SpecError`` when it cannot resume."""
+    from launcher import checkpoints
+
+    folder = output_dir(run_dir)
+    latest, warnings = checkpoints.latest_complete(folder)
+    if latest is None:
+        seen = [c.path.name + (f" ({c.problem})" if c.problem else "") for c in checkpoints.scan(folder)]
+        found = "; ".join(seen) if seen else "no checkpoint-* folders"
+        raise SpecError([f"{run_dir.name}: no complete checkpoint to resume from in {folder} ({found})"])
+    saved = checkpoints.topology(latest)
+    spec, problems = resume_spec(spec, saved)
+    if problems:
+        raise SpecError(problems)
+    resolved = validate(spec)
+    moved = saved.get("world_size") not in (None, resolved.world_size)
+    resume = Resume(
+        checkpoint=str(latest.path),
+        step=latest.step,
+        universal=moved and (saved.get("zero_stage") or 0) > 0,
+        saved_world_size=saved.get("world_size"),
+    )
+    return dataclasses.replace(resolved, resume=resume), warnings
+
+
+def prepare(resolved: Resolved) -> None:
+    """The side effect a resume needs before the ranks start: DeepSpeed's universal form of a
+    checkpoint saved on another world size (made once, inside the checkpoint folder)."""
+    from launcher import checkpoints
+
+    if resolved.resume is not None and resolved.resume.universal:
+        (checkpoint,) = [
+            c
+            for c in checkpoints.scan(Path(resolved.resume.checkpoint).parent)
+            if str(c.path) == resolved.resume.checkpoint
+        ]
+        checkpoints.to_universal(checkpoint)
