@@ -216,16 +216,17 @@ def _rank_problems(tag: str, what: str, glob: str, ranks: set[int], world: int) 
     extra = sorted(r for r in ranks if r >= world)
     if missing:
         problems.append(
-            f"{tag}/: {what} of rank {_listed(missing)} missing "
+            f"{tag}/: {what} of {_listed(missing)} missing "
             f"(one {glob} per rank of world size {world}; found {len(ranks)})"
         )
     if extra:
-        problems.append(f"{tag}/: {what} of rank {_listed(extra)} beyond world size {world}")
+        problems.append(f"{tag}/: {what} of {_listed(extra)} beyond world size {world}")
     return problems
 
 
 def _listed(numbers: list[int]) -> str:
-    return ", ".join(map(str, numbers))
+    """``1`` -> "rank 1"; ``[0, 1]`` -> "ranks 0, 1"."""
+    return ("rank " if len(numbers) == 1 else "ranks ") + ", ".join(map(str, numbers))
 
 
 def _tag(folder: Path) -> str:
