@@ -1,0 +1,159 @@
+"""Resume end to end: a run killed with SIGKILL, or pre-empted with SIGUSR2, continues with
+``ftlaunch resume`` and trains exactly as an uninterrupted run would (CPU, 2 processes, fp32)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from launcher import rundir
+
+from .conftest import JOBS, REPO
+
+pytestmark = pytest.mark.e2e
+
+STEPS, SAVE_EVERY = 30, 4
+FLAGS = f"--procs 2 --micro-batch 2 --grad-accum 2 --precision fp32 --save-steps {SAVE_EVERY}"
+RECIPE_ARGS = f"--max_steps {STEPS} --logging_steps 1 --report_to none --learning_rate 1e-3"
+
+
+def command(runs: Path, stage: int, *extra: str) -> list[str]:
+    flags = [*f"--runs-dir {runs} {FLAGS} --zero {stage} --name resumable".split(), *extra]
+    return [sys.executable, "-m", "launcher", *flags, str(JOBS / "sft.py"), *RECIPE_ARGS.split()]
+
+
+def losses(attempt_dir: Path) -> dict[int, float]:
+    lines = (attempt_dir / rundir.METRICS).read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def run_to_end(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
+
+
+def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def wait_for_step(runs: Path, step: int, timeout: float = 300) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = rundir.list_runs(runs)
+        attempt = found[-1].latest.path if found and found[-1].latest else None
+        if attempt and (attempt / rundir.METRICS).exists() and max(losses(attempt), default=0) >= step:
+            return attempt
+        time.sleep(0.05)
+    raise AssertionError(f"no step {step} within {timeout} s")
+
+
+def kill_everything(proc: subprocess.Popen[bytes]) -> None:
+    """What a dying node does to a run: every process gone at once, no chance to clean up."""
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for p in tree:
+        p.kill()
+    psutil.wait_procs(tree, timeout=30)
+
+
+def resume(run: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "launcher", "resume", "--runs-dir", str(run.parent), run.name]
+    return run_to_end(argv, env)
+
+
+def assert_same_training(resumed: dict[int, float], reference: dict[int, float], first: int) -> None:
+    assert sorted(resumed) == list(range(first, STEPS + 1)), sorted(resumed)
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(reference[step], abs=1e-6, rel=0), f"step {step}"
+
+
+@pytest.fixture(scope="module")
+def reference(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, dict[int, float]]:
+    """Uninterrupted runs, per ZeRO stage, computed once."""
+    cache: dict[int, dict[int, float]] = {}
+
+    class Lazy(dict):  # type: ignore[type-arg]
+        def __missing__(self, stage: int) -> dict[int, float]:
+            runs = tmp_path_factory.mktemp(f"reference{stage}")
+            run_to_end(command(runs, stage), e2e_env)
+            cache[stage] = losses(rundir.list_runs(runs)[-1].latest.path)  # type: ignore[union-attr]
+            return cache[stage]
+
+    return Lazy()
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_sigkill_then_resume_trains_like_an_uninterrupted_run(
+    stage: int, reference: dict[int, dict[int, float]], e2e_env: dict[str, str], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    proc = start(command(runs, stage), e2e_env)
+    try:
+        wait_for_step(runs, 3 * SAVE_EVERY + 1)
+    finally:
+        kill_everything(proc)
+    run = rundir.list_runs(runs)[-1].path
+    checkpoints = sorted(
+        (run / rundir.CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
+    )
+    newest = checkpoints[-1]
+    if stage == 2:
+        # The newest checkpoint loses its completion marker, as if the node died while saving it.
+        (newest / "ftlaunch_complete.json").unlink()
+    # DDP continues through `--resume auto` on the same command line, the others through `resume`.
+    done = (
+        run_to_end(command(runs, stage, "--resume", "auto"), e2e_env) if stage == 0 else resume(run, e2e_env)
+    )
+    used = checkpoints[-2] if stage == 2 else newest
+    assert f"from {used.name}" in done.stderr
+    if stage == 2:
+        assert f"skipping {newest.name}" in done.stderr, done.stderr[-2000:]
+    second = rundir.attempt_path(run, 2)
+    assert_same_training(losses(second), reference[stage], int(used.name.split("-")[1]) + 1)
+    assert rundir.read_json(second / rundir.STATUS)["state"] == "finished"
+
+
+def test_sigusr2_saves_at_the_step_it_arrived_and_resumes(
+    reference: dict[int, dict[int, float]], e2e_env: dict[str, str], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    proc = start(command(runs, 2), e2e_env)
+    attempt = wait_for_step(runs, SAVE_EVERY + 2)
+    os.kill(proc.pid, signal.SIGUSR2)
+    signalled_at = max(losses(attempt))
+    assert proc.wait(timeout=120) == 75, "a pre-empted run exits 75 (resumable)"
+    saved = rundir.read_json(attempt / rundir.PREEMPTED)["step"]
+    assert signalled_at <= saved <= signalled_at + 2, (signalled_at, saved)
+    assert saved % SAVE_EVERY, "saved because of the signal, not the interval"
+    run = attempt.parent.parent
+    assert (run / rundir.CHECKPOINTS / f"checkpoint-{saved}" / "ftlaunch_complete.json").exists()
+    assert rundir.read_json(attempt / rundir.STATUS)["state"] == "preempted"
+    resume(run, e2e_env)
+    assert_same_training(losses(rundir.attempt_path(run, 2)), reference[2], saved + 1)
+
+
+def test_a_fresh_launch_into_used_checkpoints_is_refused(e2e_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = [
+        *command(tmp_path / "runs", 0)[: -len(RECIPE_ARGS.split())],
+        "--max_steps",
+        "4",
+        "--output_dir",
+        str(out),
+    ]
+    run_to_end(argv, e2e_env)
+    again = subprocess.run(argv, cwd=REPO, env=e2e_env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2
+    assert "ftlaunch resume" in again.stderr and str(out) in again.stderr
