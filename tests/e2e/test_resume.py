@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -62,8 +63,10 @@ def kill_everything(proc: subprocess.Popen[bytes]) -> None:
     """What a dying node does to a run: every process gone at once, no chance to clean up."""
     tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     for p in tree:
-        p.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
     psutil.wait_procs(tree, timeout=30)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
 
 
 def resume(run: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
