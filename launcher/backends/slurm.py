@@ -150,6 +150,8 @@ class NodeTask:
         verdict = self.run_node(the_plan, attempt_dir, node_rank, hosts, head, port)
         if node_rank == 0:
             record_verdict(attempt_dir, verdict)
+        if verdict.state == "preempted":
+            return verdict.state  # saved and stopped on purpose; submitit requeues the job
         if verdict.exit_code != 0:
             raise RuntimeError(f"ftlaunch: node {node_rank} ({hosts[node_rank]}): {verdict.message}")
         return verdict.state

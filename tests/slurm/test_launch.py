@@ -51,6 +51,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def losses(attempt_dir: Path) -> dict[int, float]:
+    path = attempt_dir / rundir.METRICS
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
 def only_run(runs: Path) -> rundir.RunInfo:
     (run,) = rundir.list_runs(runs)
     return run
@@ -204,3 +210,59 @@ def test_node_that_cannot_reach_the_head_is_named(slurm_env: dict[str, str], tmp
     assert "could not reach the head at no-such-head.invalid" in node1 and "(node 1)" in node1
     message = rundir.read_json(attempt / rundir.STATUS)["message"]
     assert "(node 1)" in message, message
+
+
+def test_preempted_job_saves_requeues_and_resumes_by_itself(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """USR2 (what SLURM sends before pre-emption): every rank saves at the step it arrived, submitit
+    requeues the job, and attempt 2 resumes from that checkpoint and ends as an uninterrupted run."""
+    flags = [
+        "--procs",
+        "2",
+        "--zero",
+        "2",
+        "--micro-batch",
+        "2",
+        "--grad-accum",
+        "2",
+        "--precision",
+        "fp32",
+        "--save-steps",
+        "8",
+    ]
+    train = ["--max_steps", "24", "--logging_steps", "1", "--report_to", "none", "--learning_rate", "1e-3"]
+    reference_runs = tmp_path / "reference"
+    reference = ftlaunch(
+        ["--runs-dir", str(reference_runs), *flags, str(JOBS / "sft.py"), *train], slurm_env, REPO
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = losses(only_run(reference_runs).latest.path)  # type: ignore[union-attr]
+
+    runs = tmp_path / "runs"
+    slurm_flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug"]
+    same_batch = flags[2:]  # 2 nodes x 1 process: the same world size and global batch
+    argv = ["--runs-dir", str(runs), *slurm_flags, *same_batch, str(JOBS / "sft.py"), *train]
+    started = ftlaunch(argv, slurm_env, REPO)
+    assert started.returncode == 0, started.stderr
+    run = only_run(runs)
+    first = rundir.attempt_path(run.path, 1)
+    wait_for(lambda: (first / rundir.METRICS).exists() and max(losses(first), default=0) >= 3, 240, "step 3")
+    subprocess.run(["scancel", "--signal=USR2", run.job_ids[0]], env=slurm_env, check=True)
+    second = rundir.attempt_path(run.path, 2)
+    wait_for(
+        lambda: (
+            (second / rundir.STATUS).exists()
+            and rundir.read_json(second / rundir.STATUS).get("state") == "finished"
+        ),
+        400,
+        "the requeued attempt to finish",
+    )
+    saved = rundir.read_json(first / rundir.PREEMPTED)["step"]
+    assert 3 <= saved < 8, "saved at the step the signal arrived, before the next interval"
+    assert rundir.read_json(first / rundir.STATUS)["state"] == "requeued"
+    assert rundir.read_json(second / "decided.json")["resume"]["step"] == saved
+    resumed = losses(second)
+    assert sorted(resumed) == list(range(saved + 1, 25))
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(expected[step], rel=1e-5), f"step {step}"
