@@ -12,8 +12,8 @@ from pathlib import Path
 
 from launcher import rundir
 from launcher.errors import SpecError
-from launcher.rules import Resolved, Resume, resume_spec, validate
-from launcher.spec import LaunchSpec
+from launcher.rules import Resolved, Resume, resume_spec, same_training_problems, validate
+from launcher.spec import LaunchSpec, from_mapping
 
 
 def output_dir(run_dir: Path) -> Path:
@@ -36,6 +36,10 @@ def decide(run_dir: Path, spec: LaunchSpec) -> tuple[Resolved, list[str]]:
         seen = [c.path.name + (f" ({c.problem})" if c.problem else "") for c in checkpoints.scan(folder)]
         found = "; ".join(seen) if seen else "no checkpoint-* folders"
         raise SpecError([f"{run_dir.name}: no complete checkpoint to resume from in {folder} ({found})"])
+    recorded = from_mapping(rundir.read_json(run_dir / rundir.SPEC), str(run_dir / rundir.SPEC))
+    same = same_training_problems(recorded, spec)
+    if same:
+        raise SpecError(same)
     saved = checkpoints.topology(latest)
     spec, problems = resume_spec(spec, saved)
     if problems:

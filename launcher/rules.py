@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from launcher.errors import SpecError
@@ -340,6 +341,24 @@ def hardware_problems(spec: LaunchSpec, hw: Hardware) -> list[str]:
         problems.append(
             f"--precision bf16 needs an Ampere or newer GPU (compute capability >= 8.0); this machine has "
             f"{', '.join(hw.gpu_names)} (compute capability {min(old)}); use --precision fp16"
+        )
+    return problems
+
+
+def same_training_problems(recorded: LaunchSpec, spec: LaunchSpec) -> list[str]:
+    """A checkpoint continues only the recipe and model that wrote it."""
+    problems = []
+    if PurePath(recorded.recipe or "").name != PurePath(spec.recipe or "").name:
+        problems.append(
+            f"the run was trained by {recorded.recipe}, not {spec.recipe}; resume it with its own recipe "
+            "or start a new run under another --name"
+        )
+    before = recipe_flag_value(recorded.args, "--model_name_or_path")
+    now = recipe_flag_value(spec.args, "--model_name_or_path")
+    if before != now:
+        problems.append(
+            f"the run's checkpoints are of --model_name_or_path {before or '(the recipe default)'}, not "
+            f"{now or '(the recipe default)'}; resume with the same model or start a new run"
         )
     return problems
 

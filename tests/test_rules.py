@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from launcher.rules import resolve_batch, time_minutes
+from launcher.rules import resolve_batch, resume_spec, same_training_problems, time_minutes, validate
+from launcher.spec import LaunchSpec, Topology, Zero
 
 small = st.integers(min_value=1, max_value=64)
 worlds = st.integers(min_value=1, max_value=256)
@@ -70,3 +71,47 @@ def test_one_value_leaves_the_rest_to_the_recipe() -> None:
 )
 def test_slurm_time_formats(text: str, minutes: int | None) -> None:
     assert time_minutes(text) == minutes
+
+
+def spec_on(procs: int, stage: int = 2) -> LaunchSpec:
+    return LaunchSpec(recipe="sft.py", topology=Topology(procs=procs), zero=Zero(stage=stage))
+
+
+SAVED = {"world_size": 2, "zero_stage": 2, "micro": 2, "grad_accum": 2, "global_batch": 8}
+
+
+@pytest.mark.parametrize(("procs", "accum"), [(1, 4), (2, 2), (4, 1)])
+def test_resume_keeps_the_global_batch_on_any_dividing_world_size(procs: int, accum: int) -> None:
+    spec, problems = resume_spec(spec_on(procs), SAVED)
+    resolved = validate(spec)
+    assert problems == [] and (resolved.batch.micro, resolved.batch.grad_accum) == (2, accum)
+    assert resolved.batch.global_batch == 8
+
+
+def test_resume_on_a_world_size_that_cannot_keep_the_batch_names_the_ones_that_can() -> None:
+    _, problems = resume_spec(spec_on(3), SAVED)
+    assert len(problems) == 1 and "world size 3" in problems[0] and "1, 2, 4" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("saved", "wanted", "ok"), [(1, 2, True), (2, 1, True), (2, 3, False), (0, 2, False)]
+)
+def test_resume_across_stages_only_where_the_layout_loads(saved: int, wanted: int, ok: bool) -> None:
+    _, problems = resume_spec(spec_on(2, wanted), {**SAVED, "zero_stage": saved})
+    assert (problems == []) is ok
+    if not ok:
+        assert f"--zero {wanted}" in problems[0] and "resume with --zero" in problems[0]
+
+
+def test_a_checkpoint_continues_only_its_recipe_and_model() -> None:
+    recorded = LaunchSpec(recipe="jobs/sft.py", args=("--model_name_or_path", "A"))
+    assert (
+        same_training_problems(
+            recorded, LaunchSpec(recipe="/abs/jobs/sft.py", args=("--model_name_or_path", "A"))
+        )
+        == []
+    )
+    problems = same_training_problems(
+        recorded, LaunchSpec(recipe="dpo.py", args=("--model_name_or_path", "B"))
+    )
+    assert len(problems) == 2 and "dpo.py" in problems[0] and "B" in problems[1]
