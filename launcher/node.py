@@ -118,12 +118,12 @@ def judge(attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, in
     if len(done) == world_size:
         preempted = attempt_dir / rundir.PREEMPTED
         if preempted.exists():
-            step = rundir.read_json(preempted).get("step")
+            record = rundir.read_json(preempted)
             return Verdict(
                 "preempted",
                 PREEMPTED_EXIT,
-                f"pre-empted: every rank saved checkpoint-{step} and stopped; continue with: "
-                f"ftlaunch resume {attempt_dir.parent.parent}",
+                f"{record.get('reason', 'pre-empted')}: every rank saved checkpoint-{record.get('step')} and "
+                f"stopped; continue with: ftlaunch resume {attempt_dir.parent.parent}",
             )
         if exit_code != 0:
             return Verdict(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,6 +48,7 @@ def checkpoint_callback(resolved: Resolved, attempt_dir: Path) -> type:
     signal.signal(PREEMPTION_SIGNAL, on_signal)
 
     universal = resolved.resume is not None and resolved.resume.universal
+    clock = Clock(deadline())
 
     class Checkpoints(TrainerCallback):
         def on_train_begin(
@@ -56,17 +58,22 @@ def checkpoint_callback(resolved: Resolved, attempt_dir: Path) -> type:
                 separate_step_counters(optimizer)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if agreed(flag["raised"], args):
+            late = clock.step_ended()
+            if agreed(flag["raised"] or late is not None, args):
                 control.should_save = True
                 control.should_training_stop = True
+                why = "pre-empted" if flag["raised"] else (late or "stopping before the time limit")
                 if state.is_world_process_zero:
-                    rundir.write_json(attempt_dir / rundir.PREEMPTED, {"step": state.global_step})
+                    record = {"step": state.global_step, "reason": why}
+                    rundir.write_json(attempt_dir / rundir.PREEMPTED, record)
                     print(
-                        f"ftlaunch: pre-empted; saving at step {state.global_step} and stopping",
-                        file=sys.stderr,
+                        f"ftlaunch: {why}; saving at step {state.global_step} and stopping", file=sys.stderr
                     )
+            if control.should_save:
+                clock.save_started()
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock.save_ended()
             barrier()
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -74,6 +81,54 @@ def checkpoint_callback(resolved: Resolved, attempt_dir: Path) -> type:
             barrier()
 
     return Checkpoints
+
+
+DEADLINE_ENV = "FTLAUNCH_DEADLINE"  # epoch seconds by which the last checkpoint must be on disk
+MARGIN_SECONDS = 10.0
+FIRST_SAVE_GUESS = 10.0  # before a save has been timed
+
+
+def deadline() -> float | None:
+    value = os.environ.get(DEADLINE_ENV)
+    return float(value) if value else None
+
+
+class Clock:
+    """Times steps and saves, to stop and save while one more step and a save still fit before the
+    deadline (the SLURM time limit): a run never ends at the limit with its last steps unsaved."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.last = time.monotonic()
+        self.step_seconds = 0.0
+        self.save_seconds: float | None = None
+        self.saving_since: float | None = None
+
+    def step_ended(self) -> str | None:
+        """None while there is time; otherwise why the run must save and stop now."""
+        now = time.monotonic()
+        self.step_seconds = max(self.step_seconds, now - self.last)
+        self.last = now
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.time()
+        save = self.save_seconds if self.save_seconds is not None else FIRST_SAVE_GUESS
+        if left > self.step_seconds + save + MARGIN_SECONDS:
+            return None
+        return (
+            f"stopping before the time limit: {left:.0f} s left, a step takes {self.step_seconds:.1f} s "
+            f"and a save {save:.1f} s{' (a guess: no save timed yet)' if self.save_seconds is None else ''}"
+        )
+
+    def save_started(self) -> None:
+        self.saving_since = time.monotonic()
+
+    def save_ended(self) -> None:
+        if self.saving_since is not None:
+            took = time.monotonic() - self.saving_since
+            self.save_seconds = max(self.save_seconds or 0.0, took)
+            self.saving_since = None
+        self.last = time.monotonic()  # a save is not a step
 
 
 def agreed(raised: bool, args: Any) -> bool:

@@ -112,3 +112,14 @@ def test_runs_are_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
     assert rundir.find_run(tmp_path, "alp") == a
     with pytest.raises(LookupError, match="no run 'gamma'"):
         rundir.find_run(tmp_path, "gamma")
+
+
+def test_the_clock_asks_to_stop_only_when_a_step_and_a_save_no_longer_fit() -> None:
+    import time
+
+    from launcher.saving import Clock
+
+    assert Clock(None).step_ended() is None
+    assert Clock(time.time() + 3600).step_ended() is None
+    reason = Clock(time.time() + 5).step_ended()
+    assert reason is not None and "s left" in reason and "a save 10.0 s (a guess" in reason

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from launcher import node, rendezvous, rundir
+from launcher import node, rendezvous, rundir, saving
 from launcher.backends.base import HEAD, NODE_RANK, PORT, Plan, make_plan
 from launcher.backends.local import accelerate_argv, record_verdict
 from launcher.render import Rendered, attempt_texts
@@ -128,6 +128,7 @@ class NodeTask:
     def __call__(self) -> str:
         import submitit
 
+        started = time.time()  # this attempt's clock: the time limit starts again on requeue
         job = submitit.JobEnvironment()
         hosts = list(job.hostnames)
         node_rank = job.node
@@ -147,11 +148,13 @@ class NodeTask:
                 world_size=the_plan.world_size,
                 head=f"{head}:{port}",
             )
-        verdict = self.run_node(the_plan, attempt_dir, node_rank, hosts, head, port)
+        verdict = self.run_node(the_plan, attempt_dir, node_rank, hosts, head, port, started)
         if node_rank == 0:
             record_verdict(attempt_dir, verdict)
         if verdict.state == "preempted":
-            return verdict.state  # saved and stopped on purpose; submitit requeues the job
+            if node_rank == 0 and "time limit" in verdict.message:
+                requeue(str(job.job_id))  # stopped before the limit by itself: no signal, no submitit
+            return verdict.state  # saved and stopped on purpose; the job is requeued
         if verdict.exit_code != 0:
             raise RuntimeError(f"ftlaunch: node {node_rank} ({hosts[node_rank]}): {verdict.message}")
         return verdict.state
@@ -178,7 +181,14 @@ class NodeTask:
         return self.first_attempt + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
 
     def run_node(
-        self, the_plan: Plan, attempt_dir: Path, node_rank: int, hosts: list[str], head: str, port: int
+        self,
+        the_plan: Plan,
+        attempt_dir: Path,
+        node_rank: int,
+        hosts: list[str],
+        head: str,
+        port: int,
+        started: float,
     ) -> node.Verdict:
         timeout = float(os.environ.get("FTLAUNCH_PREFLIGHT_TIMEOUT", rendezvous.DEFAULT_TIMEOUT))
         try:
@@ -189,6 +199,9 @@ class NodeTask:
                 log.write(f"{err}\n")
             return node.Verdict("failed", 1, str(err))
         env = {**the_plan.env, "FTLAUNCH_HEAD": head, "FTLAUNCH_PORT": str(port)}
+        limit = the_plan.slurm["time"] if the_plan.slurm else None
+        if limit:  # the ranks save and stop while a step and a save still fit (launcher.saving)
+            env[saving.DEADLINE_ENV] = str(started + int(limit) * 60)
         argv = the_plan.node_argv(node_rank, head, port)
         return node.supervise(
             argv, env, the_plan.cwd, attempt_dir, node_rank, the_plan.world_size, own_signals=False
@@ -336,6 +349,12 @@ def states(job_ids: list[str]) -> dict[str, str]:
         job_id, _, state = line.partition("|")
         found[job_id.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
     return found
+
+
+def requeue(job_id: str) -> None:
+    """What submitit does on a time-out signal (``scontrol requeue``), for a job whose ranks saved
+    and stopped before the limit on their own."""
+    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=60)
 
 
 def cancel(run_dir: Path, job_id: str) -> None:
