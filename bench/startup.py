@@ -36,7 +36,16 @@ def main() -> int:
             "accelerate launch --help": [py, "-m", "accelerate.commands.launch", "--help"],
             "ftlaunch --help": [py, "-m", "launcher", "--help"],
             "ftlaunch --gpus 8 --zero 3 --dry-run recipe.py": [
-                py, "-m", "launcher", "--gpus", "8", "--zero", "3", "--dry-run", "recipe.py"],
+                py,
+                "-m",
+                "launcher",
+                "--gpus",
+                "8",
+                "--zero",
+                "3",
+                "--dry-run",
+                "recipe.py",
+            ],
         }
         results = {name: median_seconds(argv, ns.repeat, cwd) for name, argv in commands.items()}
     base = results["accelerate launch --help"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher import rundir
 from launcher.errors import SpecError
 
 MARKER = "ftlaunch_complete.json"
@@ -65,7 +66,8 @@ def mark_complete(checkpoint_dir: Path, info: Mapping[str, Any]) -> None:
     truncated or partly overwritten later; the atomic write means a crash leaves no marker rather
     than a half one."""
     content = {**info, "files": _file_sizes(checkpoint_dir)}
-    _write_atomic(checkpoint_dir / MARKER, json.dumps(content, indent=2, sort_keys=True) + "\n")
+    rundir.write_atomic(checkpoint_dir / MARKER, json.dumps(content, indent=2, sort_keys=True) + "\n")
+    _fsync_dir(checkpoint_dir)
 
 
 def _file_sizes(folder: Path) -> dict[str, int]:
@@ -78,21 +80,6 @@ def _file_sizes(folder: Path) -> dict[str, int]:
             path = Path(root, name)
             sizes[path.relative_to(folder).as_posix()] = path.stat().st_size
     return dict(sorted(sizes.items()))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -346,7 +333,7 @@ def to_universal(checkpoint: Checkpoint) -> Path:
     try:
         _convert(folder, folder / tag, staging / name)
         os.replace(staging / name, final)
-        _write_atomic(folder / "latest_universal", name)
+        rundir.write_atomic(folder / "latest_universal", name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
