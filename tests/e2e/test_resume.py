@@ -65,8 +65,9 @@ def kill_everything(proc: subprocess.Popen[bytes]) -> None:
     for p in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-    psutil.wait_procs(tree, timeout=30)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    gone, _ = psutil.wait_procs(tree, timeout=30)  # reaps the launcher too: read its code from psutil
+    launcher = next(p for p in gone if p.pid == proc.pid)
+    assert launcher.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 
 def resume(run: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
