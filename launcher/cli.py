@@ -189,7 +189,7 @@ def resumable_run(spec: LaunchSpec, name: str) -> Path | None:
     from launcher import checkpoints
 
     for run in reversed(rundir.list_runs(spec.runs_dir)):
-        if run.run.get("name", "").startswith(f"{rundir.slug(name)}-"):
+        if rundir.read_json(run.path / rundir.SPEC).get("name") == spec.name:
             found, _ = checkpoints.latest_complete(resume.output_dir(run.path))
             if found is not None:
                 return run.path

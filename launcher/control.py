@@ -281,7 +281,8 @@ def cancel(argv: list[str]) -> int:
     runs_dir_flag(parser)
     ns = parser.parse_args(argv)
     run = rundir.read_run(locate(ns.runs_dir, ns.run))
-    if run.run.get("backend") == "slurm":
+    backend = run.latest.status.get("backend") if run.latest else None  # a resume may have moved it
+    if (backend or run.run.get("backend")) == "slurm":
         return cancel_slurm(run)
     return cancel_local(run)
 
