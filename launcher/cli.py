@@ -38,8 +38,9 @@ examples:
   ftlaunch --slurm --nodes 2 --procs 1 --zero 2 --wait jobs/sft.py --use_peft
   ftlaunch status                                         # runs, their state, step and loss
   ftlaunch logs RUN --follow                              # rank 0 of the newest attempt
+  ftlaunch resume RUN [--procs 1]                         # continue from the latest complete checkpoint
 
-subcommands: configs, status, logs, cancel (ftlaunch SUBCOMMAND --help)
+subcommands: configs, status, logs, cancel, resume (ftlaunch SUBCOMMAND --help)
 """
 
 

@@ -81,7 +81,7 @@ class Slurm:
 
     enabled: bool = _opt("--slurm", "submit to SLURM through submitit, one task per node", default=False)
     partition: str | None = _opt("--partition", "SLURM partition")
-    time: str | None = _opt("--time", "time limit: minutes, HH:MM:SS or D-HH:MM:SS")
+    time: str | None = _opt("--time", "time limit: minutes, HH:MM:SS or D-HH:MM:SS (default 24:00:00)")
     account: str | None = _opt("--account", "SLURM account to charge")
     qos: str | None = _opt("--qos", "SLURM quality of service")
     constraint: str | None = _opt("--constraint", "SLURM node constraint (features)")
