@@ -10,8 +10,9 @@ set -euo pipefail
 
 cmd=${1:?usage: cluster.sh start|stop DIR}
 dir=$(realpath -m "${2:?usage: cluster.sh start|stop DIR}")
-hosts_line="127.0.0.1 n1 n2 # ftlaunch-test-cluster"
+hosts_line="127.0.0.1 n1 n2 # ftlaunch-test-cluster $dir"  # each cluster removes only its own line
 munge=""
+db_port=""  # MariaDB's, set with the others in write_configs
 packages=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 
 log() { echo "cluster.sh: $*" >&2; }
@@ -27,32 +28,52 @@ install_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 }
 
-stop_pidfile() {
-    local file=$1 pid
-    [ -f "$file" ] || return 0
-    pid=$(cat "$file" 2>/dev/null || true)
-    rm -f "$file"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+alive() {  # a zombie (exited, not yet reaped by this sandbox's init) counts as gone
+    [ -n "$1" ] && [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
 }
 
 stop() {
-    for daemon in slurmd-n2 slurmd-n1 slurmctld slurmdbd mariadb; do
-        stop_pidfile "$dir/run/$daemon.pid"
-    done
-    if [ -f "$dir/munge.path" ]; then
-        munge=$(cat "$dir/munge.path")
-        stop_pidfile "$munge/munged.pid"
-        case "$munge" in /tmp/ftlaunch-munge.*) rm -rf "$munge" ;; esac
-        rm -f "$dir/munge.path"
+    # TERM every daemon at once, then wait for all of them, then KILL what is left: by PID only.
+    local pids=() file pid
+    [ -f "$dir/munge.path" ] && munge=$(cat "$dir/munge.path")
+    if [ -f "$dir/run/slurmctld.pid" ] && alive "$(cat "$dir/run/slurmctld.pid")"; then
+        # Jobs still running (a test that was interrupted) would outlive slurmd in their slurmstepd.
+        SLURM_CONF="$dir/slurm.conf" scancel --quiet --user=root 2>/dev/null || true
+        for _ in $(seq 50); do
+            [ -z "$(SLURM_CONF="$dir/slurm.conf" squeue -h 2>/dev/null)" ] && break
+            sleep 0.2
+        done
     fi
+    for file in "$dir"/run/*.pid ${munge:+"$munge/munged.pid"}; do
+        [ -f "$file" ] || continue
+        pid=$(cat "$file" 2>/dev/null || true)
+        rm -f "$file"
+        alive "$pid" && pids+=("$pid") && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 100); do
+        local left=0
+        for pid in "${pids[@]}"; do alive "$pid" && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do alive "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
+    case "$munge" in /tmp/ftlaunch-munge.*) rm -rf "$munge" ;; esac
+    rm -f "$dir/munge.path"
     if grep -qF "$hosts_line" /etc/hosts 2>/dev/null; then
         grep -vF "$hosts_line" /etc/hosts >"$dir/hosts.new" || true
         cat "$dir/hosts.new" >/etc/hosts  # /etc/hosts may be a bind mount: rewrite, never replace
         rm -f "$dir/hosts.new"
     fi
+}
+
+free_ports() {  # free_ports N: N free TCP ports on loopback, one a line
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))
+PY
 }
 
 wait_until() {  # wait_until SECONDS WHAT COMMAND...
@@ -65,13 +86,14 @@ wait_until() {  # wait_until SECONDS WHAT COMMAND...
 }
 
 write_configs() {
-    local cpus
+    local cpus ctld_port dbd_port n1_port n2_port
     cpus=$(nproc)
+    # Ports picked free at start, so a second cluster (another session, a leftover) cannot clash.
+    { read -r ctld_port; read -r dbd_port; read -r n1_port; read -r n2_port; read -r db_port; } < <(free_ports 5)
     cat >"$dir/slurm.conf" <<CONF
 ClusterName=ftlaunch
 SlurmctldHost=$(hostname)(127.0.0.1)
-SlurmctldPort=16817
-SlurmdPort=16818
+SlurmctldPort=$ctld_port
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -96,10 +118,11 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd-%n.log
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
-AccountingStoragePort=16819
+AccountingStoragePort=$dbd_port
 AccountingStoragePass=$munge/munge.socket
 JobAcctGatherType=jobacct_gather/none
-NodeName=n[1-2] NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=[17001-17002] CPUs=$cpus RealMemory=4000 State=UNKNOWN
+NodeName=n1 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=$n1_port CPUs=$cpus RealMemory=4000 State=UNKNOWN
+NodeName=n2 NodeHostname=$(hostname) NodeAddr=127.0.0.1 Port=$n2_port CPUs=$cpus RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
     cat >"$dir/slurmdbd.conf" <<CONF
@@ -107,13 +130,13 @@ AuthType=auth/munge
 AuthInfo=socket=$munge/munge.socket
 DbdHost=localhost
 DbdAddr=127.0.0.1
-DbdPort=16819
+DbdPort=$dbd_port
 SlurmUser=root
 PidFile=$dir/run/slurmdbd.pid
 LogFile=$dir/log/slurmdbd.log
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
-StoragePort=16820
+StoragePort=$db_port
 StorageUser=slurm
 StoragePass=slurm
 StorageLoc=slurm_acct_db
@@ -138,7 +161,7 @@ start_mariadb() {
         mariadb-install-db --user=root --datadir="$dir/db" --auth-root-authentication-method=normal \
             >"$dir/log/mariadb-install.log" 2>&1
     fi
-    mariadbd --user=root --datadir="$dir/db" --socket="$dir/run/mysql.sock" --port=16820 \
+    mariadbd --user=root --datadir="$dir/db" --socket="$dir/run/mysql.sock" --port="$db_port" \
         --bind-address=127.0.0.1 --pid-file="$dir/run/mariadb.pid" --log-error="$dir/log/mariadb.log" \
         --skip-grant-tables=0 >/dev/null 2>&1 &
     wait_until 30 mariadb mariadb --socket="$dir/run/mysql.sock" -uroot -e "select 1"

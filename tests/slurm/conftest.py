@@ -27,7 +27,12 @@ def required() -> bool:
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Start the cluster once; yields its ``slurm.conf``. ``SLURM_CONF`` is set for the session."""
     folder = tmp_path_factory.mktemp("slurm")
-    started = subprocess.run(["bash", str(CLUSTER), "start", str(folder)], capture_output=True, text=True)
+    try:
+        started = subprocess.run(
+            ["bash", str(CLUSTER), "start", str(folder)], capture_output=True, text=True, timeout=600
+        )
+    except subprocess.TimeoutExpired as err:
+        started = subprocess.CompletedProcess(err.cmd, 1, str(err.stdout or ""), "cluster.sh start timed out")
     if started.returncode != 0:
         subprocess.run(["bash", str(CLUSTER), "stop", str(folder)], capture_output=True)
         reason = f"the SLURM test cluster did not start: {(started.stdout + started.stderr)[-1500:]}"
