@@ -62,7 +62,7 @@ def checkpoint_callback(resolved: Resolved, attempt_dir: Path) -> type:
             if agreed(flag["raised"] or late is not None, args):
                 control.should_save = True
                 control.should_training_stop = True
-                why = "pre-empted" if flag["raised"] else (late or "stopping before the time limit")
+                why = "pre-empted" if flag["raised"] else clock.describe()  # maybe another rank's call
                 if state.is_world_process_zero:
                     record = {"step": state.global_step, "reason": why}
                     rundir.write_json(attempt_dir / rundir.PREEMPTED, record)
@@ -112,12 +112,19 @@ class Clock:
         if self.deadline is None:
             return None
         left = self.deadline - time.time()
-        save = self.save_seconds if self.save_seconds is not None else FIRST_SAVE_GUESS
-        if left > self.step_seconds + save + MARGIN_SECONDS:
+        if left > self.step_seconds + self.save_estimate() + MARGIN_SECONDS:
             return None
+        return self.describe()
+
+    def save_estimate(self) -> float:
+        return self.save_seconds if self.save_seconds is not None else FIRST_SAVE_GUESS
+
+    def describe(self) -> str:
+        left = (self.deadline or time.time()) - time.time()
+        guess = " (a guess: no save timed yet)" if self.save_seconds is None else ""
         return (
             f"stopping before the time limit: {left:.0f} s left, a step takes {self.step_seconds:.1f} s "
-            f"and a save {save:.1f} s{' (a guess: no save timed yet)' if self.save_seconds is None else ''}"
+            f"and a save {self.save_estimate():.1f} s{guess}"
         )
 
     def save_started(self) -> None:
