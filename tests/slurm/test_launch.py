@@ -10,14 +10,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from launcher import rundir
+
+from .conftest import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -39,16 +39,6 @@ def ftlaunch(
         text=True,
         timeout=timeout,
     )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def losses(attempt_dir: Path) -> dict[int, float]:
