@@ -15,14 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from launcher import control, resume, rundir
+from launcher import control, jobfile, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import SpecError
 from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
 from launcher.rules import Resolved, validate
-from launcher.spec import LaunchSpec, coerce, from_mapping, leaves, merge, to_dict
+from launcher.spec import LaunchSpec, clip, coerce, from_mapping, leaves, merge, to_dict
 
 if TYPE_CHECKING:
     from launcher.backends.base import Job, Plan
@@ -60,9 +58,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------- parsing
 
 
+class Once(argparse.Action):
+    """A flag that takes one value and may be given once: a repeated ``--job`` or ``--zero`` would
+    otherwise silently drop the first value."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, option: str | None = None
+    ) -> None:
+        previous = getattr(ns, self.dest, None)
+        if previous is not None:
+            raise SpecError(
+                [f"{option} given twice ({clip(str(previous))} and {clip(str(value))}); give it once"]
+            )
+        setattr(ns, self.dest, value)
+
+
 def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per spec value, with the help text declared on the spec field."""
-    parser.add_argument("--job", metavar="FILE", help="a job YAML; command-line flags override it")
+    parser.add_argument(
+        "--job", metavar="FILE", action=Once, help="a job YAML; command-line flags override it"
+    )
     group = parser.add_argument_group("launch spec")
     for leaf in leaves():
         if not leaf.flag.startswith("--"):
@@ -71,15 +86,15 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(leaf.flag, dest=leaf.key, action="store_const", const="true", help=leaf.help)
             continue
         metavar = leaf.key.split(".")[-1].upper()
-        repeat = "append" if typing.get_origin(leaf.hint) is tuple else "store"
-        group.add_argument(leaf.flag, dest=leaf.key, metavar=metavar, help=leaf.help, action=repeat)
+        action = "append" if typing.get_origin(leaf.hint) is tuple else Once
+        group.add_argument(leaf.flag, dest=leaf.key, metavar=metavar, help=leaf.help, action=action)
 
 
 def spec_from_args(
     ns: argparse.Namespace, recipe: str | None, recipe_args: Sequence[str], base: LaunchSpec | None = None
 ) -> LaunchSpec:
     """YAML first (if any), then every flag the user typed on top; all problems reported together."""
-    base = load_job(ns.job) if ns.job else (base or LaunchSpec())
+    base = jobfile.load(ns.job) if ns.job else (base or LaunchSpec())
     problems: list[str] = []
     overrides: dict[str, Any] = {}
     for leaf in leaves():
@@ -94,30 +109,28 @@ def spec_from_args(
     return merge(base, overrides)
 
 
-def load_job(path: str) -> LaunchSpec:
-    file = Path(path)
-    if not file.is_file():
-        raise SpecError([f"--job {path}: no such file"])
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError([f"--job {path}: not valid YAML{where}: {err.problem}"]) from None
-    except yaml.YAMLError as err:
-        raise SpecError([f"--job {path}: not valid YAML: {err}"]) from None
-    spec = from_mapping(data if data is not None else {}, path)
-    if spec.recipe is not None and not Path(spec.recipe).is_absolute():
-        # A recipe in a job file is relative to the job file, so jobs/*.yaml work from anywhere.
-        spec = merge(spec, {"recipe": os.path.relpath(file.parent / spec.recipe)})
-    return spec
+JOB_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def check_recipe(spec: LaunchSpec) -> None:
+    """The recipe must be a readable Python script; a job file given as the recipe (``--job``
+    forgotten) is named as such rather than run and left to die with a NameError."""
     if spec.recipe is None:
         raise SpecError(["no recipe given: ftlaunch [flags] RECIPE.py [recipe args] (see ftlaunch --help)"])
-    if not Path(spec.recipe).is_file():
-        raise SpecError([f"recipe {spec.recipe}: no such file (paths are relative to {Path.cwd()})"])
+    recipe = Path(spec.recipe)
+    shown = clip(spec.recipe)
+    if recipe.suffix.lower() in JOB_SUFFIXES:
+        raise SpecError([f"{shown} is a job file, not a recipe: use ftlaunch --job {shown} [flags]"])
+    if spec.recipe.startswith("-"):
+        raise SpecError([f"recipe {shown}: a name starting with '-' reads as a flag; give it as ./{shown}"])
+    if not recipe.exists():
+        raise SpecError([f"recipe {shown}: no such file (paths are relative to {clip(str(Path.cwd()))})"])
+    if not recipe.is_file():
+        raise SpecError([f"recipe {shown}: not a file"])
+    if recipe.suffix != ".py":
+        raise SpecError([f"recipe {shown}: not a Python script (a recipe is a .py file)"])
+    if not os.access(recipe, os.R_OK):
+        raise SpecError([f"recipe {shown}: cannot be read (permission denied); check its permissions"])
 
 
 # ---------------------------------------------------------------- launch
@@ -125,6 +138,7 @@ def check_recipe(spec: LaunchSpec) -> None:
 
 def launch_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="ftlaunch",
         usage="ftlaunch [launch flags] RECIPE.py [recipe args]  |  ftlaunch SUBCOMMAND ...",
         description="Launch a TRL fine-tuning script on GPUs or CPU processes, here or on SLURM, with "
@@ -146,12 +160,52 @@ def launch_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_at_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """ftlaunch's flags go before the recipe; everything after it goes to the recipe, unchanged.
+
+    Split there ourselves (argparse drops a ``--``, so it cannot tell ``recipe.py -- --x`` from
+    ``recipe.py --x``). Returns (ftlaunch's part including the recipe, the recipe's arguments)."""
+    takes_value = {o for a in parser._actions if a.nargs is None for o in a.option_strings}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return argv[: i + 2], argv[i + 2 :]
+        if not token.startswith("-") or token == "-":
+            return argv[: i + 1], argv[i + 1 :]
+        i += 2 if token in takes_value else 1
+    return argv, []
+
+
+def recipe_args_of(parser: argparse.ArgumentParser, recipe: str, rest: list[str]) -> list[str]:
+    """The recipe's arguments. One of ftlaunch's own flags among them is almost surely misplaced
+    (``recipe.py --dry-run`` would launch for real), so it is refused unless a ``--`` right after
+    the recipe says the recipe takes it."""
+    if rest[:1] == ["--"]:
+        return rest[1:]
+    ours = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help"}
+    misplaced = list(dict.fromkeys(a.split("=", 1)[0] for a in rest if a.split("=", 1)[0] in ours))
+    if misplaced:
+        flags = " ".join(misplaced)
+        raise SpecError(
+            [
+                f"{flags} after the recipe {clip(recipe)} would go to the recipe, not to ftlaunch. Put "
+                f"ftlaunch's flags before the recipe: ftlaunch {flags} ... {clip(recipe)} ...; if the "
+                f"recipe itself takes {misplaced[0]}, pass its arguments after --: {clip(recipe)} -- ..."
+            ]
+        )
+    return rest
+
+
 def launch(argv: list[str]) -> int:
     """parse -> spec -> rules -> render -> the backend's plan -> print it, or write it and run it."""
-    ns = launch_parser().parse_args(argv)
-    spec = spec_from_args(ns, ns.recipe, ns.recipe_args)
-    resolved = validate(spec)
+    parser = launch_parser()
+    ours, rest = split_at_recipe(parser, argv)
+    ns = parser.parse_args(ours)
+    recipe_args = recipe_args_of(parser, ns.recipe, rest) if ns.recipe is not None else []
+    spec = spec_from_args(ns, ns.recipe, recipe_args)
     check_recipe(spec)
+    resolved = validate(spec)
     if ns.wait and not spec.slurm.enabled:
         raise SpecError(["--wait only applies to --slurm jobs (a local launch always runs to its end)"])
     name = spec.name or Path(spec.recipe or "run").stem
@@ -215,6 +269,7 @@ def continue_run(run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool) -> 
 
 def resume_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="ftlaunch resume",
         description="Continue a run from its latest complete checkpoint as a new attempt in the same "
         "run folder, with the run's recorded spec. Topology flags may change it: the global batch is "
@@ -313,6 +368,7 @@ def print_texts(files: dict[str, str], prefix: str = "") -> None:
 
 def configs(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="ftlaunch configs",
         description="Print (or write) the accelerate YAML, the DeepSpeed JSON and the trainer overrides "
         "for the given launch flags, or the presets kept in accelerate_configs/ and ds_configs/.",

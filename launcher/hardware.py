@@ -1,4 +1,5 @@
-"""What GPUs this machine can see, asked of ``nvidia-smi`` so the CLI never imports torch."""
+"""What this machine has: usable CPU cores, and the GPUs ``nvidia-smi`` reports (the CLI never
+imports torch), narrowed to ``CUDA_VISIBLE_DEVICES`` whether it lists indices or UUIDs."""
 
 from __future__ import annotations
 
@@ -8,30 +9,53 @@ import subprocess
 
 from launcher.rules import Hardware
 
+QUERY = "--query-gpu=index,uuid,name,compute_cap"
+
 
 def probe() -> Hardware:
-    """Visible GPUs with their compute capability; an empty ``Hardware`` when there are none."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return Hardware()
+    """Visible GPUs with their compute capability (None where the driver says ``[N/A]``)."""
+    cpus = usable_cpus()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return Hardware(cpus=cpus)
+    rows = smi_rows()
+    if visible is not None:
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        rows = [r for r in rows if any(is_device(r, w) for w in wanted)]
+        # MIG instances are listed by UUID only and are not rows of the GPU query: count them as given.
+        rows += [["", w, "MIG device", "[N/A]"] for w in wanted if w.startswith("MIG-")]
+    return Hardware(tuple(r[2] for r in rows), tuple(capability(r[3]) for r in rows), cpus)
+
+
+def smi_rows() -> list[list[str]]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return Hardware()
+        return []
     try:
         out = subprocess.run(
-            [smi, "--query-gpu=index,name,compute_cap", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
+            [smi, QUERY, "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True
         ).stdout
-    except (subprocess.SubprocessError, OSError):
-        return Hardware()
+    except (subprocess.SubprocessError, OSError, UnicodeDecodeError):
+        return []
     rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
-    visible = _visible_indices()
-    rows = [r for r in rows if visible is None or r[0] in visible]
-    return Hardware(tuple(r[1] for r in rows), tuple(float(r[2]) for r in rows))
+    return [r for r in rows if len(r) == 4]
 
 
-def _visible_indices() -> set[str] | None:
-    value = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return None if value is None else {v.strip() for v in value.split(",")}
+def is_device(row: list[str], wanted: str) -> bool:
+    """CUDA accepts an index, a full UUID or a unique UUID prefix (``GPU-8f3a``)."""
+    index, uuid = row[0], row[1]
+    return wanted == index or (wanted.startswith("GPU-") and uuid.startswith(wanted))
+
+
+def capability(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def usable_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()

@@ -18,6 +18,9 @@ from launcher.errors import SpecError
 from launcher.spec import LaunchSpec, Leaf, from_mapping, leaves, merge, to_dict
 
 ZERO_STAGES = (0, 1, 2, 3)
+# Sanity bounds wherever the processes run (the machine's own limits are checked at the edge).
+MAX_NODES = 4096
+MAX_PER_NODE = 256
 
 # Model dtype -> the 4-bit storage dtype QLoRA needs under ZeRO-3 (peft docs, accelerate/deepspeed.md).
 QLORA_ZERO3_STORAGE = {"bf16": "bfloat16", "fp16": "float32", "fp32": "float32"}
@@ -28,7 +31,8 @@ class Hardware:
     """What the launching machine can see; gathered at the edge (``launcher.hardware``)."""
 
     gpu_names: tuple[str, ...] = ()
-    compute_capabilities: tuple[float, ...] = ()
+    compute_capabilities: tuple[float | None, ...] = ()  # None: the driver did not say ([N/A])
+    cpus: int | None = None  # usable CPU cores; None: not known
 
     @property
     def gpu_count(self) -> int:
@@ -115,6 +119,13 @@ def topology_problems(spec: LaunchSpec) -> list[str]:
         problems.append(f"--gpus {t.gpus}: must be at least 1; on a machine without GPUs use --procs N")
     if t.procs is not None and t.procs < 1:
         problems.append(f"--procs {t.procs}: must be at least 1")
+    for flag, value, most in (
+        ("--nodes", t.nodes, MAX_NODES),
+        ("--gpus", t.gpus, MAX_PER_NODE),
+        ("--procs", t.procs, MAX_PER_NODE),
+    ):
+        if value is not None and value > most:
+            problems.append(f"{flag} {value}: at most {most}")
     if t.nodes < 1:
         problems.append(f"--nodes {t.nodes}: must be at least 1")
     return problems
@@ -328,15 +339,23 @@ def nearest_multiples(value: int, step: int) -> str:
 def hardware_problems(spec: LaunchSpec, hw: Hardware) -> list[str]:
     """Checks that only make sense on the machine that will run the processes (local launch)."""
     t = spec.topology
-    if t.on_cpu:
+    if t.procs is not None:
+        if hw.cpus is not None and t.procs > hw.cpus:
+            cores = f"this machine has {hw.cpus} CPU cores to use"
+            return [f"--procs {t.procs}: {cores}; use --procs {hw.cpus} or less"]
         return []
-    wanted = t.gpus if t.gpus is not None else 1
     if hw.gpu_count == 0:
-        return [f"--gpus {wanted}: no GPU is visible on this machine; use --procs {wanted} to run on CPU"]
+        if t.gpus is None:
+            return [
+                "no GPU is visible on this machine (a launch without --gpus or --procs uses 1 GPU); "
+                "add --procs N to run N processes on CPU"
+            ]
+        return [f"--gpus {t.gpus}: no GPU is visible on this machine; use --procs {t.gpus} to run on CPU"]
     problems = []
+    wanted = t.gpus if t.gpus is not None else 1
     if wanted > hw.gpu_count:
         problems.append(f"--gpus {wanted}: only {hw.gpu_count} GPU(s) visible; use --gpus {hw.gpu_count}")
-    old = [cc for cc in hw.compute_capabilities if cc < 8.0]
+    old = [cc for cc in hw.compute_capabilities if cc is not None and cc < 8.0]
     if spec.precision == "bf16" and old:
         problems.append(
             f"--precision bf16 needs an Ampere or newer GPU (compute capability >= 8.0); this machine has "

@@ -12,6 +12,8 @@ error messages read them from one place.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -156,7 +158,8 @@ def from_mapping(data: Mapping[str, Any], source: str) -> LaunchSpec:
 
 def _build(cls: type, data: Any, prefix: str, source: str, problems: list[str]) -> Any:
     if not isinstance(data, Mapping):
-        problems.append(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {data!r}")
+        where = prefix.rstrip(".") or "top level"
+        problems.append(f"{source}: '{where}' must be a mapping, got {shown(data)}")
         return cls()
     by_name = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -165,7 +168,7 @@ def _build(cls: type, data: Any, prefix: str, source: str, problems: list[str]) 
         f = by_name.get(str(key))
         if f is None:
             valid = ", ".join(sorted(by_name))
-            problems.append(f"{source}: unknown key '{prefix}{key}'. Valid keys here: {valid}")
+            problems.append(f"{source}: unknown key '{prefix}{clip(str(key))}'. Valid keys here: {valid}")
             continue
         if is_section(f):
             section = typing.cast(type, f.default_factory)
@@ -175,8 +178,23 @@ def _build(cls: type, data: Any, prefix: str, source: str, problems: list[str]) 
     return cls(**values)
 
 
+SHOWN_CHARS = 60  # an echoed value is cut to this: a hostile or huge value never floods the screen
+INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII only: int() would also take '٣' and '²' fails later
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def clip(text: str) -> str:
+    """Text as error messages echo it: cut to one short line."""
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 3]}..."
+
+
+def shown(raw: Any) -> str:
+    return clip(repr(raw))
+
+
 def coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
-    """Check a raw value against a declared type; strings from the command line are parsed.
+    """Check a raw value against a declared type; strings (the command line, a job YAML, which is
+    read without YAML's implicit typing) are parsed here, by the declared type and nothing else.
 
     A bad value is recorded in ``problems`` and ``None`` returned, so that every problem of the
     input is reported in one error rather than one per attempt.
@@ -185,12 +203,21 @@ def coerce(hint: Any, raw: Any, where: str, problems: list[str]) -> Any:
         if type(None) not in typing.get_args(hint):
             problems.append(f"{where}: needs a value ({describe_type(hint)}), got nothing")
         return None
+    if _has_nul(raw):
+        problems.append(f"{where}: {shown(raw)} contains a NUL byte, which no program can receive")
+        return None
     for kind in _alternatives(hint):
         ok, value = _convert(kind, raw)
         if ok:
             return value
-    problems.append(f"{where}: {raw!r} is not {describe_type(hint)}")
+    problems.append(f"{where}: {shown(raw)} is not {describe_type(hint)}")
     return None
+
+
+def _has_nul(raw: Any) -> bool:
+    if isinstance(raw, str):
+        return "\0" in raw
+    return isinstance(raw, (list, tuple)) and any(isinstance(a, str) and "\0" in a for a in raw)
 
 
 def describe_type(hint: Any) -> str:
@@ -199,7 +226,7 @@ def describe_type(hint: Any) -> str:
         if typing.get_origin(kind) is Literal:
             names.append("one of " + ", ".join(map(str, typing.get_args(kind))))
         elif kind is tuple or typing.get_origin(kind) is tuple:
-            names.append("a list of strings")
+            names.append("a list of strings (quote any value that YAML would read otherwise)")
         else:
             names.append(
                 {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
@@ -224,18 +251,15 @@ def _convert(kind: Any, raw: Any) -> tuple[bool, Any]:
             return (False, None)
         if isinstance(raw, int):
             return (True, raw)
-        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        if isinstance(raw, str) and INTEGER.fullmatch(raw.strip()):
             return (True, int(raw))
         return (False, None)
     if kind is float:
-        if isinstance(raw, bool):
-            return (False, None)
-        if not isinstance(raw, (int, float, str)):
-            return (False, None)
-        try:
-            return (True, float(raw))
-        except ValueError:
-            return (False, None)
+        if isinstance(raw, str) and NUMBER.fullmatch(raw.strip()):
+            raw = float(raw)
+        # NaN and infinity are refused: they are not JSON, and a NaN clipping norm clips nothing.
+        finite = isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw)
+        return (finite, float(raw) if finite else None)
     if kind is bool:
         if isinstance(raw, bool):
             return (True, raw)
@@ -243,9 +267,9 @@ def _convert(kind: Any, raw: Any) -> tuple[bool, Any]:
         return (text in ("true", "false"), text == "true")
     if kind is str:
         return (isinstance(raw, str), raw)
-    if typing.get_origin(kind) is tuple:
-        ok = isinstance(raw, (list, tuple)) and all(isinstance(a, (str, int, float)) for a in raw)
-        return (ok, tuple(str(a) for a in raw) if ok else None)
+    if typing.get_origin(kind) is tuple:  # strings only: a value must reach the recipe as written
+        ok = isinstance(raw, (list, tuple)) and all(isinstance(a, str) for a in raw)
+        return (ok, tuple(raw) if ok else None)
     return (False, None)
 
 

@@ -105,7 +105,7 @@ def test_bad_input_is_refused_clearly(
         (in_tmp / "job.yaml").write_text(job)
     before = sorted(p.name for p in in_tmp.rglob("*"))
     dry = argv and argv[0] != "configs" and "--job" not in argv
-    code = main([*argv, "--dry-run"] if dry else argv)
+    code = main(["--dry-run", *argv] if dry else argv)
     err = capsys.readouterr().err
     assert code == 2
     for fragment in fragments:

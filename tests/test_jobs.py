@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.cli import load_job
+from launcher.jobfile import load as load_job
 from launcher.rules import validate
 
 from .conftest import REPO
