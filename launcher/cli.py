@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import control, jobfile, resume, rundir
+from launcher import control, jobfile, node, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import SpecError
 from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `ftlaunch --dry-run ... | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C before anything was started (a run in progress records it)
+        print("\nftlaunch: interrupted", file=sys.stderr)
+        return 130
 
 
 # ---------------------------------------------------------------- parsing
@@ -117,8 +120,10 @@ def check_recipe(spec: LaunchSpec) -> None:
     forgotten) is named as such rather than run and left to die with a NameError."""
     if spec.recipe is None:
         raise SpecError(["no recipe given: ftlaunch [flags] RECIPE.py [recipe args] (see ftlaunch --help)"])
-    recipe = Path(spec.recipe)
     shown = clip(spec.recipe)
+    if "\0" in spec.recipe:
+        raise SpecError([f"recipe {shown!r}: contains a NUL byte"])
+    recipe = Path(spec.recipe)
     if recipe.suffix.lower() in JOB_SUFFIXES:
         raise SpecError([f"{shown} is a job file, not a recipe: use ftlaunch --job {shown} [flags]"])
     if spec.recipe.startswith("-"):
@@ -230,10 +235,14 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
     if problems:
         raise SpecError(problems)
     resume.prepare(resolved)
-    the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
-    write_plan(the_plan, resolved)
-    print(f"ftlaunch: run folder {the_plan.run_dir} (attempt {attempt})", file=sys.stderr)
-    job = backend.submit(the_plan)
+    node.defer_stop_signals()  # from here an interruption is recorded in the run folder, not half-done
+    try:
+        the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
+        write_plan(the_plan, resolved)
+        print(f"ftlaunch: run folder {the_plan.run_dir} (attempt {attempt})", file=sys.stderr)
+        job = backend.submit(the_plan)  # the local supervisor takes the signals over once it owns the tree
+    finally:
+        node.release_stop_signals()
     return follow(job, the_plan, wait=wait)
 
 
@@ -317,8 +326,6 @@ def follow(job: Job, the_plan: Plan, wait: bool) -> int:
         )
         return 0
     code = job.wait()
-    if code == 130:
-        return code
     latest = rundir.read_run(the_plan.run_dir).latest
     status = latest.status if latest else {}
     print(

@@ -15,13 +15,14 @@ import argparse
 import dataclasses
 import os
 import runpy
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher import rundir, saving
+from launcher import node, rundir, saving
 from launcher.errors import SpecError
 from launcher.render import DECIDED_FILE, TRAINER_FILE
 from launcher.rules import Resolved, resolve_batch
@@ -43,6 +44,7 @@ DEFAULT_OUTPUT_DIRS = (None, "trainer_output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    end_with_the_launch()
     parser = argparse.ArgumentParser(prog="python -m launcher.entry")
     parser.add_argument("--attempt-dir", required=True, type=Path)
     parser.add_argument("recipe")
@@ -63,6 +65,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     mark_done(attempt_dir)
     close_process_group()
     return 0
+
+
+def end_with_the_launch() -> None:
+    """A rank ends when its torchrun agent dies, as the agent ends when the supervisor dies: nothing
+    trains on unattended after ftlaunch is killed outright. The parent is checked after asking,
+    since it may have died before: then we were adopted by the supervisor (a subreaper) or init."""
+    parent = os.getppid()
+    node.end_with_parent()
+    supervisor = os.environ.get(node.SUPERVISOR_PID, "")
+    if parent == 1 or (supervisor.isdigit() and (parent == int(supervisor) or not exists(int(supervisor)))):
+        print("ftlaunch: this rank's launcher is gone; stopping", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+
+
+def exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def init_deepspeed_on_cpu(resolved: Resolved) -> None:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -27,12 +27,48 @@ from launcher import rundir
 GRACE_SECONDS = 10.0
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: not finished, nothing lost, resumable
 PREEMPTION_SIGNAL = signal.SIGUSR2  # submitit's default; SLURM sends it before a time limit too
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # each ends the run; exit 128 + signal
+SUPERVISOR_PID = "FTLAUNCH_SUPERVISOR_PID"  # tells the ranks whose death must end them too
+PR_SET_PDEATHSIG = 1
 CURRENT: subprocess.Popen[bytes] | None = None  # the node command being supervised, if any
 
 
-def ignore_preemption_signal() -> None:
-    """In the child before exec: an ignored signal stays ignored across exec (a handler would not),
-    so accelerate's torchrun agent ignores it while the ranks install their own handler."""
+def end_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux), so a
+    supervisor killed outright (SIGKILL, the OOM killer) still takes its run down with it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+def defer_stop_signals() -> None:
+    """Hold Ctrl-C / SIGTERM / SIGHUP until the supervisor's handlers are in place: from creating the
+    run folder to owning the processes, an interruption is recorded rather than half-done."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def release_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def pending_stop_signal() -> int | None:
+    """A stop signal that arrived while deferred, consumed; None if there was none."""
+    pending = signal.sigpending() & STOP_SIGNALS
+    if not pending:
+        return None
+    return int(signal.sigwait(pending))
+
+
+def start_child(parent: int) -> None:
+    """In the node command before exec: end with the supervisor (checked after asking, as the
+    supervisor may already be gone), take stop signals again, and ignore the pre-emption signal.
+    An ignored signal stays ignored across exec (a handler would not), so accelerate's torchrun
+    agent ignores it while the ranks install their own handler."""
+    end_with_parent()
+    if os.getppid() != parent:
+        os._exit(128 + signal.SIGTERM)
+    release_stop_signals()
     signal.signal(PREEMPTION_SIGNAL, signal.SIG_IGN)
 
 
@@ -78,30 +114,51 @@ def supervise(
     global CURRENT
     tree = ProcessTree()
     tree.become_subreaper()
-    interrupted = forward_signals(tree) if own_signals else threading.Event()
+    interrupted = forward_signals(tree) if own_signals else Interruption()
+    early = pending_stop_signal() if own_signals else None
+    if early is not None:
+        release_stop_signals()
+        return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
     exit_code = 1
+    me = os.getpid()
     try:
         proc = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env={**os.environ, **env},
+            env={**os.environ, **env, SUPERVISOR_PID: str(me)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=ignore_preemption_signal,
+            preexec_fn=lambda: start_child(me),
         )
         CURRENT = proc
         tree.watch()
+        if own_signals:
+            release_stop_signals()  # a signal held until now is handled here, the tree known
         log = open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "ab")  # noqa: SIM115 (closed below)
-        copier = threading.Thread(target=stream, args=(proc.stdout, log), daemon=True)
+        copier = threading.Thread(target=stream, args=(proc.stdout, log, interrupted.is_set), daemon=True)
         copier.start()
         exit_code = proc.wait()
+        tree.end_all()  # a straggler the agent left (or started as it died) would hold the output open
         copier.join(timeout=30)
         log.close()
     finally:
         CURRENT = None
         tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
-    verdict = judge(attempt_dir, node_rank, world_size, exit_code, interrupted.is_set())
+    return record_node(
+        attempt_dir,
+        node_rank,
+        exit_code,
+        judge(attempt_dir, node_rank, world_size, exit_code, interrupted.signum),
+    )
+
+
+def interrupted_before_start(signum: int) -> Verdict:
+    name = signal.Signals(signum).name
+    return Verdict("interrupted", 128 + signum, f"interrupted ({name}) before any process started")
+
+
+def record_node(attempt_dir: Path, node_rank: int, exit_code: int, verdict: Verdict) -> Verdict:
     rundir.write_json(
         attempt_dir / rundir.NODES / f"node{node_rank}.json",
         {"node_rank": node_rank, "host": os.uname().nodename, "exit_code": exit_code, "state": verdict.state},
@@ -109,7 +166,9 @@ def supervise(
     return verdict
 
 
-def judge(attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, interrupted: bool) -> Verdict:
+def judge(
+    attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, stopped_by: int | None = None
+) -> Verdict:
     """Finished means every rank wrote its completion marker; the exit code alone is not trusted
     (DeepSpeed on CPU sometimes aborts at shutdown after training finished)."""
     done = (
@@ -137,10 +196,11 @@ def judge(attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, in
     if error.exists():
         # The recipe's arguments contradicted the spec: the same "bad input" exit code as the CLI.
         return Verdict("refused", 2, error.read_text().rstrip())
-    state = "interrupted" if interrupted else "failed"
-    return Verdict(
-        state, exit_code or 1, f"{state} (exit {exit_code}, {len(done)}/{world_size} ranks completed)"
-    )
+    counted = f"{len(done)}/{world_size} ranks completed"
+    if stopped_by is not None:  # the shell's convention: 128 + the signal (130 for Ctrl-C, 143 for TERM)
+        name = signal.Signals(stopped_by).name
+        return Verdict("interrupted", 128 + stopped_by, f"interrupted ({name}; {counted})")
+    return Verdict("failed", exit_code or 1, f"failed (exit {exit_code}, {counted})")
 
 
 def wait_for_markers(attempt_dir: Path, world_size: int) -> list[dict[str, Any]]:
@@ -153,16 +213,17 @@ def wait_for_markers(attempt_dir: Path, world_size: int) -> list[dict[str, Any]]
         time.sleep(0.5)
 
 
-def stream(source: IO[bytes] | None, log: IO[bytes]) -> None:
+def stream(source: IO[bytes] | None, log: IO[bytes], muted: Callable[[], bool] = lambda: False) -> None:
     """Copy the workers' output (``[rankN]:``-prefixed by torchrun) to the console and a log. A
-    console that went away (closed pipe) does not stop the copy to the log."""
+    console that went away (closed pipe, full disk) does not stop the copy to the log; once the
+    user stopped the run (``muted``), the processes' dying words go to the log only."""
     if source is None:
         return
     out: IO[bytes] | None = sys.stdout.buffer
     for line in iter(source.readline, b""):
         log.write(line)
         log.flush()
-        if out is not None:
+        if out is not None and not muted():
             try:
                 out.write(line)
                 out.flush()
@@ -170,10 +231,19 @@ def stream(source: IO[bytes] | None, log: IO[bytes]) -> None:
                 out = None
 
 
-def forward_signals(tree: ProcessTree) -> threading.Event:
+class Interruption:
+    """The first stop signal the supervisor received, if any."""
+
+    signum: int | None = None
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+
+def forward_signals(tree: ProcessTree) -> Interruption:
     """On Ctrl-C / SIGTERM / SIGHUP: pass the signal to every process of the tree, then end them.
     The pre-emption signal is passed on alone: the ranks save, stop and exit by themselves."""
-    interrupted = threading.Event()
+    interrupted = Interruption()
 
     def preempt(signum: int, _frame: FrameType | None) -> None:
         with contextlib.suppress(OSError):
@@ -185,12 +255,18 @@ def forward_signals(tree: ProcessTree) -> threading.Event:
     def handler(signum: int, _frame: FrameType | None) -> None:
         if interrupted.is_set():
             return
-        interrupted.set()
+        interrupted.signum = signum
         with contextlib.suppress(OSError):
-            print(f"\nftlaunch: got {signal.Signals(signum).name}; stopping all processes", file=sys.stderr)
-        threading.Thread(target=tree.end_all, args=(signum,), daemon=True).start()
+            name = signal.Signals(signum).name
+            print(
+                f"\nftlaunch: got {name}; stopping all processes (their last output: the run's logs/)",
+                file=sys.stderr,
+            )
+        # SIGTERM whatever arrived: torchrun treats it like SIGINT, and a process still importing
+        # ends quietly instead of printing a KeyboardInterrupt traceback into the console.
+        threading.Thread(target=tree.end_all, daemon=True).start()
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
     return interrupted
 

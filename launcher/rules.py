@@ -15,7 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from launcher.errors import SpecError
-from launcher.spec import LaunchSpec, Leaf, from_mapping, leaves, merge, to_dict
+from launcher.spec import LaunchSpec, Leaf, clip, from_mapping, leaves, merge, to_dict
 
 ZERO_STAGES = (0, 1, 2, 3)
 # Sanity bounds wherever the processes run (the machine's own limits are checked at the edge).
@@ -96,7 +96,7 @@ class Resolved:
 
 
 def validate(spec: LaunchSpec) -> Resolved:
-    problems = topology_problems(spec) + zero_problems(spec) + scalar_problems(spec)
+    problems = topology_problems(spec) + zero_problems(spec) + scalar_problems(spec) + argument_problems(spec)
     problems += precision_problems(spec) + qlora_problems(spec) + slurm_problems(spec)
     batch, batch_errors = resolve_batch(
         spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size
@@ -206,6 +206,30 @@ def time_minutes(text: str) -> int | None:
     else:
         total = numbers[0] * 60 + (numbers[1] if len(numbers) == 2 else 0)
     return max(1, -(-total // 60)) if total > 0 else None
+
+
+MAX_ARG_BYTES = 128 * 1024  # Linux's MAX_ARG_STRLEN: a longer single argument cannot be exec'd
+MAX_ARGS_BYTES = 1024 * 1024  # well inside ARG_MAX, which the environment shares
+
+
+def argument_problems(spec: LaunchSpec) -> list[str]:
+    """Recipe arguments every process can actually receive: no NUL byte, within exec's limits."""
+    problems = []
+    sizes = [len(arg.encode(errors="surrogateescape")) for arg in spec.args]
+    for i, (arg, size) in enumerate(zip(spec.args, sizes, strict=True), 1):
+        if "\0" in arg:
+            problems.append(
+                f"recipe argument {i} ({clip(repr(arg))}) contains a NUL byte, which no program can receive"
+            )
+        elif size > MAX_ARG_BYTES:
+            problems.append(
+                f"recipe argument {i} is {size} bytes; one is at most 128 KiB (pass a file instead)"
+            )
+    if sum(sizes) + len(sizes) > MAX_ARGS_BYTES:
+        problems.append(
+            f"the recipe arguments are {sum(sizes)} bytes; at most 1 MiB in all (pass a file instead)"
+        )
+    return problems
 
 
 def scalar_problems(spec: LaunchSpec) -> list[str]:
