@@ -53,7 +53,7 @@ def _attempt_with_markers(tmp_path: Path, ranks: int) -> Path:
 
 def test_crash_at_shutdown_after_training_is_reported_as_finished(tmp_path: Path) -> None:
     attempt = _attempt_with_markers(tmp_path, ranks=2)
-    verdict = judge(attempt, node_rank=0, world_size=2, exit_code=134, interrupted=False)
+    verdict = judge(attempt, node_rank=0, world_size=2, exit_code=134)
     assert (verdict.state, verdict.exit_code) == ("finished", 0)
     assert "crashed at shutdown" in verdict.message
 
@@ -63,7 +63,7 @@ def test_missing_completion_marker_is_a_failure_whatever_the_exit_code(
 ) -> None:
     monkeypatch.setattr(node, "MARKER_WAIT_SECONDS", 0.2)
     attempt = _attempt_with_markers(tmp_path, ranks=1)
-    verdict = judge(attempt, node_rank=0, world_size=2, exit_code=0, interrupted=False)
+    verdict = judge(attempt, node_rank=0, world_size=2, exit_code=0)
     assert (verdict.state, verdict.exit_code) == ("failed", 1)
     assert "1/2 ranks" in verdict.message
 
