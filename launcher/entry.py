@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("recipe_args", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
     attempt_dir: Path = ns.attempt_dir
+    refuse_ended_attempt(attempt_dir)
     decided = attempt_dir / DECIDED_FILE
     resolved = Resolved.from_dict(rundir.read_json(decided), str(decided))
     overrides = rundir.read_json(attempt_dir / TRAINER_FILE)
@@ -77,6 +78,25 @@ def end_with_the_launch() -> None:
     if parent == 1 or (supervisor.isdigit() and (parent == int(supervisor) or not exists(int(supervisor)))):
         print("ftlaunch: this rank's launcher is gone; stopping", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+
+
+def refuse_ended_attempt(attempt_dir: Path) -> None:
+    """Never train into an attempt that already ran (re-running its ``command.sh`` by hand would
+    rewrite its checkpoints and markers under a status that describes the old run)."""
+    from launcher.control import FINAL
+
+    try:
+        state = rundir.read_json(attempt_dir / rundir.STATUS).get("state")
+    except (OSError, ValueError, AttributeError):
+        state = None
+    if state in FINAL or (attempt_dir / rundir.DONE / f"rank{rank()}.json").exists():
+        if rank() == 0:
+            print(
+                f"ftlaunch: {attempt_dir} already ran ({state or 'completed'}); its command.sh records what "
+                f"ran and does not run again. Continue it with: ftlaunch resume {attempt_dir.parent.parent}",
+                file=sys.stderr,
+            )
+        sys.exit(2)
 
 
 def exists(pid: int) -> bool:

@@ -191,7 +191,9 @@ def judge(
                 f"training finished on all {world_size} ranks, but a process crashed at shutdown "
                 f"(exit {exit_code}); checkpoints and outputs are complete",
             )
-        return Verdict("finished", 0, f"finished ({world_size}/{world_size} ranks completed)")
+        return Verdict(
+            "finished", 0, f"finished ({world_size}/{world_size} ranks completed){unapplied(attempt_dir)}"
+        )
     error = attempt_dir / rundir.ENTRY_ERROR
     if error.exists():
         # The recipe's arguments contradicted the spec: the same "bad input" exit code as the CLI.
@@ -201,6 +203,17 @@ def judge(
         name = signal.Signals(stopped_by).name
         return Verdict("interrupted", 128 + stopped_by, f"interrupted ({name}; {counted})")
     return Verdict("failed", exit_code or 1, f"failed (exit {exit_code}, {counted})")
+
+
+def unapplied(attempt_dir: Path) -> str:
+    """The launch's numbers reach the trainer through TrainingArguments; say so when the recipe
+    never built any (it trained some other way, or not at all)."""
+    if (attempt_dir / rundir.EFFECTIVE).exists():
+        return ""
+    return (
+        "; but the recipe never built TrainingArguments, so the launch's batch, precision and "
+        "clipping were not applied"
+    )
 
 
 def wait_for_markers(attempt_dir: Path, world_size: int) -> list[dict[str, Any]]:
