@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from launcher import control, jobfile, node, resume, rundir
 from launcher.backends.base import backend_for, make_plan
-from launcher.errors import SpecError
+from launcher.errors import Parser, SpecError
 from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
 from launcher.rules import Resolved, validate
 from launcher.spec import LaunchSpec, clip, coerce, from_mapping, leaves, merge, to_dict
@@ -142,8 +142,7 @@ def check_recipe(spec: LaunchSpec) -> None:
 
 
 def launch_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="ftlaunch",
         usage="ftlaunch [launch flags] RECIPE.py [recipe args]  |  ftlaunch SUBCOMMAND ...",
         description="Launch a TRL fine-tuning script on GPUs or CPU processes, here or on SLURM, with "
@@ -277,8 +276,7 @@ def continue_run(run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool) -> 
 
 
 def resume_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="ftlaunch resume",
         description="Continue a run from its latest complete checkpoint as a new attempt in the same "
         "run folder, with the run's recorded spec. Topology flags may change it: the global batch is "
@@ -374,8 +372,7 @@ def print_texts(files: dict[str, str], prefix: str = "") -> None:
 
 
 def configs(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = Parser(
         prog="ftlaunch configs",
         description="Print (or write) the accelerate YAML, the DeepSpeed JSON and the trainer overrides "
         "for the given launch flags, or the presets kept in accelerate_configs/ and ds_configs/.",
@@ -387,7 +384,10 @@ def configs(argv: list[str]) -> int:
     add_spec_flags(parser)
     parser.add_argument("--presets", action="store_true", help="the committed presets instead of one spec")
     parser.add_argument("--write", action="store_true", help="write the files instead of printing them")
-    parser.add_argument("--out", metavar="DIR", help="where --write puts them (default: . for presets)")
+    parser.add_argument(
+        "--out", metavar="DIR", action=Once, help="where --write puts them (default: . for presets)"
+    )
+    parser.add_argument("--force", action="store_true", help="with --write: replace files that differ")
     ns = parser.parse_args(argv)
     if ns.presets:
         return write_presets(Path(ns.out or ".")) if ns.write else print_presets()
@@ -399,10 +399,27 @@ def configs(argv: list[str]) -> int:
     if not ns.write:
         print_texts(texts(rendered))
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in texts(rendered).items():
-        rundir.write_atomic(out / name, text)
-        print(f"wrote {out / name}")
+    return write_files({out / name: text for name, text in texts(rendered).items()}, ns.force)
+
+
+def write_files(files: dict[Path, str], force: bool) -> int:
+    """Write generated files, refusing to replace a different file (perhaps edited by hand)
+    unless ``--force``; everything is checked before anything is written."""
+    problems = []
+    for path in files:
+        for parent in reversed(path.parents):
+            if parent.exists() and not parent.is_dir():
+                problems.append(f"--out: {clip(str(parent))} is a file, not a folder; give a folder")
+    changed = [p for p, text in files.items() if p.is_file() and p.read_bytes() != text.encode()]
+    if changed and not force:
+        names = ", ".join(clip(str(p)) for p in changed)
+        problems.append(f"{names}: exists and differs from what would be written; add --force to replace")
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rundir.write_atomic(path, text)
+        print(f"wrote {path}")
     return 0
 
 
@@ -428,12 +445,8 @@ def print_presets() -> int:
 
 
 def write_presets(root: Path) -> int:
-    for path, text in preset_texts().items():
-        target = root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        rundir.write_atomic(target, text)
-        print(f"wrote {target}")
-    return 0
+    """The presets are generated files: refreshing them replaces them (git shows any change)."""
+    return write_files({root / path: text for path, text in preset_texts().items()}, force=True)
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {

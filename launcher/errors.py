@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class SpecError(ValueError):
@@ -18,3 +20,14 @@ class SpecError(ValueError):
         lines = [f"ftlaunch: {len(self.problems)} problems:"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in ftlaunch's form (one line, exit 2) and no prefix matching:
+    ``--proc`` is an unknown flag, not a silent ``--procs``."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        raise SpecError([f"{message} (see {self.prog} --help)"])

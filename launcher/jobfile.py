@@ -59,8 +59,10 @@ StrictLoader.add_implicit_resolver(
 def read_text(path: str) -> str:
     file = Path(path)
     try:
-        if not file.is_file():
+        if not file.exists():
             raise SpecError([f"--job {clip(path)}: no such file"])
+        if not file.is_file():
+            raise SpecError([f"--job {clip(path)}: not a file"])
         if file.stat().st_size > MAX_BYTES:
             raise SpecError([f"--job {clip(path)}: {file.stat().st_size} bytes; a job file is at most 1 MiB"])
         return file.read_bytes().decode("utf-8")

@@ -68,6 +68,8 @@ def start_child(parent: int) -> None:
     end_with_parent()
     if os.getppid() != parent:
         os._exit(128 + signal.SIGTERM)
+    for signum in STOP_SIGNALS:  # not the supervisor's handlers: they would run here, in the fork
+        signal.signal(signum, signal.SIG_DFL)
     release_stop_signals()
     signal.signal(PREEMPTION_SIGNAL, signal.SIG_IGN)
 
@@ -171,9 +173,8 @@ def judge(
 ) -> Verdict:
     """Finished means every rank wrote its completion marker; the exit code alone is not trusted
     (DeepSpeed on CPU sometimes aborts at shutdown after training finished)."""
-    done = (
-        wait_for_markers(attempt_dir, world_size) if exit_code == 0 else rundir.completed_ranks(attempt_dir)
-    )
+    clean = exit_code == 0 and stopped_by is None
+    done = wait_for_markers(attempt_dir, world_size) if clean else rundir.completed_ranks(attempt_dir)
     if len(done) == world_size:
         preempted = attempt_dir / rundir.PREEMPTED
         if preempted.exists():

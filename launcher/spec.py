@@ -179,8 +179,8 @@ def _build(cls: type, data: Any, prefix: str, source: str, problems: list[str]) 
 
 
 SHOWN_CHARS = 60  # an echoed value is cut to this: a hostile or huge value never floods the screen
-INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII only: int() would also take '٣' and '²' fails later
-NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+INTEGER = re.compile(r"[+-]?[0-9]{1,18}")  # ASCII (int() takes '٣'), and bounded: int("9" * 5000) raises
+NUMBER = re.compile(r"[+-]?([0-9]{1,30}\.?[0-9]{0,30}|\.[0-9]{1,30})([eE][+-]?[0-9]{1,4})?")
 
 
 def clip(text: str) -> str:
