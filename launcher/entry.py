@@ -11,7 +11,6 @@ per rank tells the launcher that training finished, whatever the exit code at sh
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import runpy
@@ -45,12 +44,7 @@ DEFAULT_OUTPUT_DIRS = (None, "trainer_output")
 
 def main(argv: Sequence[str] | None = None) -> int:
     end_with_the_launch()
-    parser = argparse.ArgumentParser(prog="python -m launcher.entry")
-    parser.add_argument("--attempt-dir", required=True, type=Path)
-    parser.add_argument("recipe")
-    parser.add_argument("recipe_args", nargs=argparse.REMAINDER)
-    ns = parser.parse_args(argv)
-    attempt_dir: Path = ns.attempt_dir
+    attempt_dir, recipe, recipe_args = parse_args(sys.argv[1:] if argv is None else argv)
     refuse_ended_attempt(attempt_dir)
     decided = attempt_dir / DECIDED_FILE
     resolved = Resolved.from_dict(rundir.read_json(decided), str(decided))
@@ -60,12 +54,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_recorder(attempt_dir)
     saving.install(resolved, attempt_dir)
     try:
-        run_recipe(ns.recipe, ns.recipe_args)
+        run_recipe(recipe, recipe_args)
     except SpecError as err:
         return refuse(attempt_dir, err)
     mark_done(attempt_dir)
     close_process_group()
     return 0
+
+
+USAGE = "usage: python -m launcher.entry --attempt-dir DIR RECIPE [ARGS...]"
+
+
+def parse_args(argv: Sequence[str]) -> tuple[Path, str, list[str]]:
+    """``--attempt-dir DIR RECIPE ARGS...``, split by position: argparse would drop a ``--`` or
+    take a recipe argument for one of ours, and the recipe must get its arguments verbatim."""
+    if len(argv) < 3 or argv[0] != "--attempt-dir":
+        sys.exit(f"{USAGE} (the launcher writes this command; run ftlaunch instead)")
+    return Path(argv[1]), argv[2], list(argv[3:])
 
 
 def end_with_the_launch() -> None:
