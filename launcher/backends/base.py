@@ -94,7 +94,7 @@ class Plan:
         """Every file the attempt starts with: the rendered ones, the plan itself and command.sh."""
         return {
             **self.rendered,
-            rundir.PLAN: json.dumps(self.to_dict(), indent=2) + "\n",
+            rundir.PLAN: json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n",
             rundir.COMMAND: self.command_file(),
         }
 

@@ -53,7 +53,7 @@ def yaml_text(data: dict[str, Any]) -> str:
 
 
 def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2) + "\n"
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
 def texts(rendered: Rendered) -> dict[str, str]:
