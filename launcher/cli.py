@@ -213,6 +213,10 @@ def launch(argv: list[str]) -> int:
     if ns.wait and not spec.slurm.enabled:
         raise SpecError(["--wait only applies to --slurm jobs (a local launch always runs to its end)"])
     name = spec.name or Path(spec.recipe or "run").stem
+    where = "--name" if spec.name else "the run name (the recipe's file name; give --name)"
+    problems = rundir.name_problems(name, where) + rundir.runs_dir_problems(spec.runs_dir)
+    if problems:
+        raise SpecError(problems)
     if ns.resume == "auto":
         previous = resumable_run(spec, name)
         if previous is not None:

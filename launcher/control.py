@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import rundir
-from launcher.errors import SpecError
+from launcher.errors import Parser, SpecError
 
 ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 FINAL = {"finished", "failed", "interrupted", "refused", "cancelled", "requeued", "preempted"}
@@ -79,12 +79,16 @@ def last_metrics(attempt_dir: Path) -> dict[str, Any]:
 
 
 def elapsed(run: rundir.RunInfo) -> str:
-    starts = [a.status.get("started") for a in run.attempts if a.status.get("started")]
+    starts = [float(a.status["started"]) for a in run.attempts if is_time(a.status.get("started"))]
     if not starts:
         return "-"
     end = run.latest.status.get("ended") if run.latest else None
-    seconds = float(end or time.time()) - float(starts[0] or 0)
+    seconds = (float(end) if end is not None and is_time(end) else time.time()) - starts[0]
     return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+
+
+def is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e11
 
 
 def topology(run: rundir.RunInfo) -> str:
@@ -101,7 +105,7 @@ def topology(run: rundir.RunInfo) -> str:
 
 
 def status(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ftlaunch status",
         description="Runs, oldest first, with their state (SLURM's, refreshed, while a job has no "
         "verdict yet), nodes x processes, attempts, elapsed time, last logged step and loss, and the "
@@ -119,28 +123,45 @@ def status(argv: list[str]) -> int:
         print(f"no runs under {ns.runs_dir}/")
         return 0
     slurm = slurm_states(found)
-    rows = [("RUN", "BACKEND", "STATE", "NODES", "ATTEMPTS", "ELAPSED", "STEP", "LOSS", "EFFECTIVE")]
+    rows: list[tuple[str, ...]] = [
+        ("RUN", "BACKEND", "STATE", "NODES", "ATTEMPTS", "ELAPSED", "STEP", "LOSS", "EFFECTIVE")
+    ]
     for run in found:
-        metrics = last_metrics(run.latest.path) if run.latest else {}
-        effective = run.latest.status.get("effective", "") if run.latest else ""
-        rows.append(
-            (
-                run.path.name,
-                str(run.run.get("backend", "?")),
-                state_of(run, slurm),
-                topology(run),
-                str(len(run.attempts)),
-                elapsed(run),
-                str(metrics.get("step", "-")),
-                f"{metrics['loss']:.4g}" if isinstance(metrics.get("loss"), (int, float)) else "-",
-                str(effective) or "-",
-            )
-        )
+        try:
+            rows.append(row(run, slurm))
+        except RECORD_ERRORS as err:  # one odd record must not hide the other runs
+            run.problems.append(f"{run.path}: unreadable record ({type(err).__name__}: {str(err)[:100]})")
+            rows.append((run.path.name, "?", "unreadable", "?", "?", "-", "-", "-", "-"))
     print_table(rows)
     for run in found:
         for problem in run.problems:
             print(f"ftlaunch: {problem}", file=sys.stderr)
     return 0
+
+
+RECORD_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+
+def row(run: rundir.RunInfo, slurm: dict[str, str]) -> tuple[str, ...]:
+    metrics = last_metrics(run.latest.path) if run.latest else {}
+    effective = run.latest.status.get("effective", "") if run.latest else ""
+    return (
+        run.path.name,
+        cell(run.run.get("backend", "?")),
+        state_of(run, slurm),
+        topology(run),
+        str(len(run.attempts)),
+        elapsed(run),
+        cell(metrics.get("step", "-")),
+        f"{metrics['loss']:.4g}" if isinstance(metrics.get("loss"), (int, float)) else "-",
+        cell(effective) or "-",
+    )
+
+
+def cell(value: Any) -> str:
+    """A recorded value as a table cell: one line, bounded."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def print_table(rows: Sequence[tuple[str, ...]]) -> None:
@@ -151,27 +172,34 @@ def print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def status_detail(run_dir: Path) -> int:
     run = rundir.read_run(run_dir)
+    try:
+        show_detail(run)
+    except RECORD_ERRORS as err:
+        run.problems.append(f"{run.path}: unreadable record ({type(err).__name__}: {str(err)[:100]})")
+    for problem in run.problems:
+        print(f"ftlaunch: {problem}", file=sys.stderr)
+    return 0
+
+
+def show_detail(run: rundir.RunInfo) -> None:
     slurm = slurm_states([run])
     print(f"run:      {run.path}")
-    print(f"backend:  {run.run.get('backend', '?')}   nodes: {topology(run)}   state: {state_of(run, slurm)}")
+    backend = cell(run.run.get("backend", "?"))
+    print(f"backend:  {backend}   nodes: {topology(run)}   state: {state_of(run, slurm)}")
     if run.job_ids:
         print("jobs:     " + ", ".join(f"{j} ({slurm.get(j, 'unknown')})" for j in run.job_ids))
     for attempt in run.attempts:
         s = attempt.status
         metrics = last_metrics(attempt.path)
-        print(
-            f"attempt {attempt.number}: {attempt.state}" + (f" - {s['message']}" if s.get("message") else "")
-        )
+        message = attempt.why_lost if attempt.state == "lost" else cell(s.get("message", ""))
+        print(f"attempt {attempt.number}: {attempt.state}" + (f" - {message}" if message else ""))
         for key in ("job_id", "hosts", "head", "effective", "exit_code"):
             if s.get(key) not in (None, ""):
-                print(f"  {key}: {s[key]}")
+                print(f"  {key}: {cell(s[key])}")
         if metrics:
-            print(f"  last logged: step {metrics.get('step')} loss {metrics.get('loss')}")
+            print(f"  last logged: step {cell(metrics.get('step'))} loss {cell(metrics.get('loss'))}")
         print(f"  logs: {attempt.path / rundir.LOGS}")
     print_checkpoints(run.path)
-    for problem in run.problems:
-        print(f"ftlaunch: {problem}", file=sys.stderr)
-    return 0
 
 
 def print_checkpoints(run_dir: Path) -> None:
@@ -188,7 +216,7 @@ def print_checkpoints(run_dir: Path) -> None:
 
 
 def logs(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ftlaunch logs",
         description="Print one rank's output (rank 0 of the newest attempt by default), with the "
         "node's own messages (pre-flight, launcher).",
@@ -271,7 +299,7 @@ def attempt_ended(attempt_dir: Path) -> bool:
 
 
 def cancel(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ftlaunch cancel",
         description="Stop a run: cancel its SLURM job, or end a local run that is still going.",
         epilog="example:\n  ftlaunch cancel RUN",

@@ -11,7 +11,9 @@ and ``resume``. Only this module knows its layout::
 Every launch gets a new folder (created exclusively: never reused, never overwritten); a requeue
 or a resume adds an attempt, so nothing of an earlier attempt is counted again or overwritten.
 Files are written atomically (temp file + rename) so a reader never sees half a file, even after
-a crash; a corrupt file is reported by the reader, never fatal to listing.
+a crash; a corrupt file is reported by the reader, never fatal to listing. Records get the mode any
+file the user creates gets (0666 less the umask): teammates on a shared cluster can read each
+other's run records, which is safe because no secret is ever written into them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from launcher.errors import SpecError
 
 SPEC = "spec.json"
 RUN = "run.json"
@@ -67,10 +71,41 @@ _KEEP_PREFIXES = (
 _SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|AUTH|PRIVATE", re.IGNORECASE)
 
 
+MAX_NAME = 100  # with the date and suffix a folder name stays far below the 255-byte limit
+
+
+def name_problems(name: str, where: str = "--name") -> list[str]:
+    """A run name that can become a folder name as given (up to the slug's character mapping)."""
+    shown = repr(name[:40] + ("..." if len(name) > 40 else ""))
+    if "/" in name or "\0" in name or any(ord(c) < 32 for c in name):
+        return [f"{where} {shown}: a run name cannot contain '/', NUL or control characters"]
+    if len(slug(name).encode()) > MAX_NAME:
+        return [f"{where} {shown}: {len(name)} characters; a run name is at most {MAX_NAME}"]
+    return []
+
+
+def runs_dir_problems(runs_dir: str | Path) -> list[str]:
+    """The runs folder must be (or become) a folder we can write in."""
+    root = Path(runs_dir)
+    flag = f"--runs-dir {str(runs_dir)[:80]}"
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is" if folder == root else f"is inside {str(folder)[:80]}, which is"
+                return [f"{flag}: {what} a file, not a folder; pick another --runs-dir"]
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return [f"{flag}: {str(folder)[:80]} is not writable; pick a writable --runs-dir"]
+            return []
+    return []
+
+
 def create(runs_dir: str | Path, name: str) -> Path:
     """A fresh folder ``runs_dir/NAME-YYYYmmdd-HHMMSS-XXXX``; fails rather than reuse one."""
     root = Path(runs_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SpecError([f"--runs-dir {str(root)[:80]}: cannot be created ({err.strerror})"]) from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for _ in range(20):
         path = root / f"{slug(name)}-{stamp}-{secrets.token_hex(2)}"
@@ -106,8 +141,11 @@ def write_attempt(run_dir: Path, attempt: int, files: Mapping[str, str]) -> Path
 
 def attempt_numbers(run_dir: Path) -> list[int]:
     folder = run_dir / ATTEMPTS
-    found = (int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else iter(())
-    return sorted(found)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in folder.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir()
+    )
 
 
 def latest_attempt(run_dir: Path) -> Path | None:
@@ -148,6 +186,7 @@ def slug(name: str) -> str:
 def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 would hide run records from teammates
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -156,6 +195,19 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -177,7 +229,26 @@ def append_json_line(path: Path, data: Any) -> None:
 
 
 def recorded_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in sorted(env.items()) if k.startswith(_KEEP_PREFIXES) and not _SECRET.search(k)}
+    """The launching shell's relevant variables: secrets by name dropped, credentials in URLs masked."""
+    return {
+        k: redact_url_credentials(v)
+        for k, v in sorted(env.items())
+        if k.startswith(_KEEP_PREFIXES) and not _SECRET.search(k)
+    }
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?::[^/@\s]*)?@")
+
+
+def redact_url_credentials(text: str) -> str:
+    """``https://user:pass@host`` -> ``https://user:***@host``; ``https://token@host`` -> ``https://***@host``."""
+
+    def mask(m: re.Match[str]) -> str:
+        password = m.group(0)[len(m.group("scheme")) + len(m.group("user")) :].startswith(":")
+        user = f"{m.group('user')}:***" if password else "***"
+        return f"{m.group('scheme')}{user}@"
+
+    return _URL_CREDENTIALS.sub(mask, text)
 
 
 def update_json(path: Path, **fields: Any) -> dict[str, Any]:
@@ -206,12 +277,24 @@ class Attempt:
 
     @property
     def state(self) -> str:
-        """The recorded state, except that a "running" local attempt whose launcher is gone is "lost"."""
-        state = str(self.status.get("state", "unknown"))
-        pid = self.status.get("launcher_pid")
-        if state == "running" and isinstance(pid, int) and not _alive(pid):
+        """The recorded state, except that a "running" local attempt whose launcher is gone (or whose
+        pid now belongs to a later process) is "lost"."""
+        state = str(self.status.get("state", "unknown"))[:40]
+        if state == "running" and "launcher_pid" in self.status and not self.launcher_alive:
             return "lost"
         return state
+
+    @property
+    def launcher_alive(self) -> bool:
+        return launcher_alive(self.status.get("launcher_pid"), self.status.get("started"))
+
+    @property
+    def why_lost(self) -> str:
+        run = self.path.parent.parent
+        return (
+            f"the launcher (pid {self.status.get('launcher_pid')}) ended without recording an outcome "
+            f"(killed?); continue with: ftlaunch resume {run}"
+        )
 
 
 @dataclass(frozen=True)
@@ -227,31 +310,63 @@ class RunInfo:
 
     @property
     def state(self) -> str:
-        return self.latest.state if self.latest else "unknown"
+        if self.latest:
+            return self.latest.state
+        return "unreadable" if self.problems else "unknown"
 
     @property
     def job_ids(self) -> list[str]:
-        return [str(j) for j in self.run.get("job_ids", [])]
+        ids = self.run.get("job_ids", [])
+        return [str(j) for j in ids] if isinstance(ids, list) else []
+
+    @property
+    def created(self) -> float:
+        value = self.run.get("created", 0)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
-def _alive(pid: int) -> bool:
+def pid_max() -> int:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 1 << 22
+
+
+def launcher_alive(pid: Any, started: Any) -> bool:
+    """Is the recorded launcher still running? Only a plausible pid counts, and only if that
+    process is not younger than the attempt (a recycled pid belongs to someone else)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 1 < pid <= pid_max():
         return False
-    except PermissionError:
-        return True
+    import psutil
+
+    try:
+        born = psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return False
+    if isinstance(started, (int, float)) and not isinstance(started, bool):
+        return born <= started + 2.0
     return True
 
 
 def read_run(path: Path) -> RunInfo:
+    """The run's records, each read tolerantly: whatever cannot be read becomes a noted problem."""
+    try:
+        return _read_run(path)
+    except (OSError, ValueError) as err:
+        return RunInfo(path, {}, [], [f"{path}: unreadable ({str(err)[:120]})"])
+
+
+def _read_run(path: Path) -> RunInfo:
     problems: list[str] = []
     run = _read_or_note(path / RUN, problems)
-    attempts = [
-        Attempt(n, attempt_path(path, n), _read_or_note(attempt_path(path, n) / STATUS, problems))
-        for n in attempt_numbers(path)
-    ]
+    attempts = [Attempt(n, attempt_path(path, n), _status(path, n, problems)) for n in attempt_numbers(path)]
     return RunInfo(path, run, attempts, problems)
+
+
+def _status(run_dir: Path, attempt: int, problems: list[str]) -> dict[str, Any]:
+    noted = len(problems)
+    status = _read_or_note(attempt_path(run_dir, attempt) / STATUS, problems)
+    return {"state": "unreadable"} if len(problems) > noted else status
 
 
 def _read_or_note(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -259,8 +374,8 @@ def _read_or_note(path: Path, problems: list[str]) -> dict[str, Any]:
         return {}
     try:
         data = read_json(path)
-    except (OSError, ValueError) as err:
-        problems.append(f"{path}: unreadable ({err})")
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        problems.append(f"{path}: unreadable ({str(err)[:120]})")
         return {}
     if not isinstance(data, dict):
         problems.append(f"{path}: not a JSON object")
@@ -274,4 +389,4 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
     if not root.is_dir():
         return []
     found = [read_run(p) for p in root.iterdir() if (p / SPEC).exists()]
-    return sorted(found, key=lambda r: (float(r.run.get("created", 0)), r.path.name))
+    return sorted(found, key=lambda r: (r.created, r.path.name))

@@ -99,7 +99,7 @@ def test_a_corrupt_status_is_reported_not_fatal(tmp_path: Path) -> None:
     rundir.write_json(run / rundir.SPEC, {})
     (rundir.write_attempt(run, 1, {}) / rundir.STATUS).write_text("{not json")
     (info,) = rundir.list_runs(tmp_path)
-    assert info.state == "unknown" and "unreadable" in info.problems[0]
+    assert info.state == "unreadable" and "unreadable" in info.problems[0]
 
 
 def test_runs_are_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
