@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import control, jobfile, node, resume, rundir
+from launcher import control, jobfile, node, redact, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
 from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
@@ -110,6 +110,13 @@ def spec_from_args(
     if problems:
         raise SpecError(problems)
     return merge(base, overrides)
+
+
+def conceal_secrets(spec: LaunchSpec) -> LaunchSpec:
+    """Secret recipe arguments leave the spec for this process's environment (see ``redact``)."""
+    public, values = redact.conceal(spec.args)
+    os.environ.update(values)
+    return merge(spec, {"args": public})
 
 
 JOB_SUFFIXES = (".yaml", ".yml", ".json")
@@ -207,7 +214,7 @@ def launch(argv: list[str]) -> int:
     ours, rest = split_at_recipe(parser, argv)
     ns = parser.parse_args(ours)
     recipe_args = recipe_args_of(parser, ns.recipe, rest) if ns.recipe is not None else []
-    spec = spec_from_args(ns, ns.recipe, recipe_args)
+    spec = conceal_secrets(spec_from_args(ns, ns.recipe, recipe_args))
     check_recipe(spec)
     resolved = validate(spec)
     if ns.wait and not spec.slurm.enabled:
@@ -265,6 +272,9 @@ def resumable_run(spec: LaunchSpec, name: str) -> Path | None:
 
 def continue_run(run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool) -> int:
     """A new attempt of ``run_dir`` from its latest complete checkpoint, on ``spec``'s topology."""
+    missing = redact.missing(spec.args, os.environ)
+    if missing:
+        raise SpecError(missing)
     resolved, warnings = resume.decide(run_dir, spec)
     for warning in warnings:
         print(f"ftlaunch: {warning}", file=sys.stderr)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher import node, rundir, saving
+from launcher import node, redact, rundir, saving
 from launcher.errors import SpecError
 from launcher.render import DECIDED_FILE, TRAINER_FILE
 from launcher.rules import Resolved, resolve_batch
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_recorder(attempt_dir)
     saving.install(resolved, attempt_dir)
     try:
-        run_recipe(recipe, recipe_args)
+        run_recipe(recipe, redact.reveal(recipe_args, os.environ))
     except SpecError as err:
         return refuse(attempt_dir, err)
     mark_done(attempt_dir)
