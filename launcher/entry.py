@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher import node, redact, rundir, saving
+from launcher import node, opcache, redact, rundir, saving
 from launcher.errors import SpecError
 from launcher.render import DECIDED_FILE, TRAINER_FILE
 from launcher.rules import Resolved, resolve_batch
@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     decided = attempt_dir / DECIDED_FILE
     resolved = Resolved.from_dict(rundir.read_json(decided), str(decided))
     overrides = rundir.read_json(attempt_dir / TRAINER_FILE)
+    if resolved.uses_deepspeed:
+        opcache.guard_builds()
     init_deepspeed_on_cpu(resolved)
     install_guard(resolved, overrides, attempt_dir)
     install_recorder(attempt_dir)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import node, rundir
+from launcher import node, opcache, rundir
 from launcher.backends.base import Plan
 from launcher.render import ACCELERATE_FILE, Rendered, attempt_texts
 from launcher.rules import Resolved, hardware_problems
@@ -53,6 +53,8 @@ def problems(resolved: Resolved) -> list[str]:
     from launcher.hardware import probe
 
     found = hardware_problems(resolved.spec, probe())
+    if resolved.uses_deepspeed:
+        found += opcache.launch_problems(os.environ)
     if resolved.spec.topology.nodes > 1:
         found.append(
             f"--nodes {resolved.spec.topology.nodes}: a local launch runs on this machine only; "
