@@ -200,9 +200,9 @@ def recipe_args_of(parser: argparse.ArgumentParser, recipe: str, rest: list[str]
         flags = " ".join(misplaced)
         raise SpecError(
             [
-                f"{flags} after the recipe {clip(recipe)} would go to the recipe, not to ftlaunch. Put "
-                f"ftlaunch's flags before the recipe: ftlaunch {flags} ... {clip(recipe)} ...; if the "
-                f"recipe itself takes {misplaced[0]}, pass its arguments after --: {clip(recipe)} -- ..."
+                f"{flags} after the recipe {clip(recipe)} would go to the recipe, not to ftlaunch.\n"
+                f"  Put ftlaunch's flags before the recipe: ftlaunch {flags} ... {clip(recipe)} ...\n"
+                f"  If the recipe takes {misplaced[0]} itself, give them after --: {clip(recipe)} -- ..."
             ]
         )
     return rest

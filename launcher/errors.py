@@ -30,4 +30,17 @@ class Parser(argparse.ArgumentParser):
         super().__init__(allow_abbrev=False, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
-        raise SpecError([f"{message} (see {self.prog} --help)"])
+        raise SpecError([f"{message}{self.suggestion(message)} (see {self.prog} --help)"])
+
+    def suggestion(self, message: str) -> str:
+        """For an unknown flag, the nearest real one: ``--proc`` -> did you mean --procs?"""
+        import difflib
+
+        if not message.startswith("unrecognized arguments: "):
+            return ""
+        known = [o for a in self._actions for o in a.option_strings]
+        for word in message.split(": ", 1)[1].split():
+            close = difflib.get_close_matches(word.split("=")[0], known, n=1)
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
