@@ -121,11 +121,16 @@ def test_arguments_reach_every_node_unchanged(slurm_env: dict[str, str], tmp_pat
     seen.mkdir()
     env = {**slurm_env, "ARGV_OUT": str(seen)}
     flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", "--wait"]
-    done = ftlaunch([*flags, str(recipe), *HOSTILE_ARGS], env, work)
+    token = "hf_" + "SlurmSecret" * 3  # concealed in the records, exported to the job by sbatch
+    args = [*HOSTILE_ARGS, "--hub_token", token]
+    done = ftlaunch([*flags, str(recipe), *args], env, work)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     for rank in (0, 1):
-        assert json.loads((seen / f"rank{rank}.json").read_text()) == HOSTILE_ARGS
+        assert json.loads((seen / f"rank{rank}.json").read_text()) == args
     assert not (work / "pwned").exists()
+    assert token not in done.stdout + done.stderr
+    runs = work / "runs"
+    assert [p for p in runs.rglob("*") if p.is_file() and token.encode() in p.read_bytes()] == []
 
 
 def start_sleeper(env: dict[str, str], runs: Path, pids: Path, extra: list[str] = ()) -> rundir.RunInfo:  # type: ignore[assignment]
@@ -156,16 +161,14 @@ def test_cancel_stops_the_job_and_status_says_so(slurm_env: dict[str, str], tmp_
     assert status_row(runs, slurm_env, REPO)[2] == "cancelled"
 
 
-@pytest.mark.parametrize("how", ["pre-emption signal", "time limit"])
-def test_requeued_job_runs_again_as_attempt_2(how: str, slurm_env: dict[str, str], tmp_path: Path) -> None:
+def test_time_limit_requeues_the_job_as_attempt_2(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    """The pre-emption signal's requeue is covered, with a checkpoint, by the test at the end."""
     runs, pids = tmp_path / "runs", tmp_path / "pids"
     pids.mkdir()
     # With --time 3, SLURM sends the signal 90 s before the limit; submitit counts it as a time-out.
-    run = start_sleeper(slurm_env, runs, pids, ["--time", "3"] if how == "time limit" else [])
+    run = start_sleeper(slurm_env, runs, pids, ["--time", "3"])
     job = run.job_ids[0]
     first = {p.name: p.read_text() for p in pids.glob("*.pid")}
-    if how == "pre-emption signal":
-        subprocess.run(["scancel", "--signal=USR2", job], env=slurm_env, check=True)
     second = rundir.attempt_path(run.path, 2)
     try:
         wait_for(lambda: (second / rundir.STATUS).exists(), 240, "the requeued job to start attempt 2")
@@ -251,6 +254,7 @@ def test_preempted_job_saves_requeues_and_resumes_by_itself(
     saved = rundir.read_json(first / rundir.PREEMPTED)["step"]
     assert 3 <= saved < 8, "saved at the step the signal arrived, before the next interval"
     assert rundir.read_json(first / rundir.STATUS)["state"] == "requeued"
+    assert len(only_run(runs).job_ids) == 1, "a requeue is the same job"
     assert rundir.read_json(second / "decided.json")["resume"]["step"] == saved
     resumed = losses(second)
     assert sorted(resumed) == list(range(saved + 1, 25))
