@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from launcher import entry, jobfile
 from launcher.backends.base import make_plan
-from launcher.cli import launch_parser, recipe_args_of, spec_from_args, split_at_recipe
+from launcher.cli import launch_parser, spec_from_args
 from launcher.errors import SpecError
+from launcher.recipe import recipe_args_of, split_at_recipe
 from launcher.rules import validate
 
 TRICKY = [
