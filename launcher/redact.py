@@ -31,7 +31,8 @@ SECRET_VALUE = re.compile(
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}"
     r"|xox[abpr]-[A-Za-z0-9-]{10,}"
     r"|AKIA[0-9A-Z]{16}"
-    r"|[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:[^/@\s]+@"
+    # a scheme starts a word and is short: anything looser backtracks quadratically on long text
+    r"|(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^/@:\s]*:[^/@\s]+@"
 )
 
 

@@ -237,7 +237,9 @@ def recorded_env(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?::[^/@\s]*)?@")
+_URL_CREDENTIALS = re.compile(  # a short scheme at a word start: no quadratic backtracking
+    r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,30}://)(?P<user>[^/@:\s]*)(?::[^/@\s]*)?@"
+)
 
 
 def redact_url_credentials(text: str) -> str:
