@@ -24,59 +24,116 @@ from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 WAIT_REPORT_SECONDS = 60.0  # the waiting line is repeated this often
+# A build folder touched this recently may be building on a machine (or in a container) whose
+# processes we cannot see: its lock is not called stale yet. Every compiled object, the ninja log
+# and the lock itself touch it; a local build is recognised at any age by its processes.
+QUIET_SECONDS = 300.0
 
 
 def cache_root(env: Mapping[str, str]) -> Path:
-    """Where torch builds extensions: ``$TORCH_EXTENSIONS_DIR``, else the user cache folder (what
-    ``torch.utils.cpp_extension.get_default_build_root`` computes, plus a ``py3XY_cpu``-like
-    folder we match with a wildcard)."""
-    if env.get("TORCH_EXTENSIONS_DIR"):
+    """Where torch builds extensions, as ``torch.utils.cpp_extension._get_build_directory`` decides:
+    ``$TORCH_EXTENSIONS_DIR`` if set at all (even empty: then relative to the working folder), else
+    ``realpath(user_cache_dir("torch_extensions"))``, below which torch adds a ``py3XY_cpu``-like
+    folder that only an imported torch can name (we match it with a wildcard)."""
+    if "TORCH_EXTENSIONS_DIR" in env:
         return Path(env["TORCH_EXTENSIONS_DIR"])
-    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return Path(cache) / "torch_extensions"
+    # torch's appdirs: os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    cache = env["XDG_CACHE_HOME"] if "XDG_CACHE_HOME" in env else os.path.join(home(env), ".cache")
+    return Path(os.path.realpath(os.path.join(cache, "torch_extensions")))
+
+
+def home(env: Mapping[str, str]) -> str:
+    """``os.path.expanduser("~")`` for ``env``: ``$HOME`` if set, else the password database."""
+    if "HOME" in env:
+        return env["HOME"].rstrip("/") or "/"
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_dir
 
 
 def lock_files(env: Mapping[str, str]) -> list[Path]:
     root = cache_root(env)
-    pattern = "*/lock" if env.get("TORCH_EXTENSIONS_DIR") else "*/*/lock"
+    pattern = "*/lock" if "TORCH_EXTENSIONS_DIR" in env else "*/*/lock"
     try:
         return sorted(root.glob(pattern)) if root.is_dir() else []
     except OSError:
         return []
 
 
-def held_files() -> set[str]:
-    """Every file some process on this machine has open (those we may look at)."""
+def in_use() -> tuple[set[str], list[str]] | None:
+    """Every file some process here has open, and every process's working folder (those we may
+    look at); None where there is no /proc to ask."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return None
     held: set[str] = set()
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+    cwds: list[str] = []
+    for pid in proc.glob("[0-9]*"):
         try:
-            for fd in fd_dir.iterdir():
+            cwds.append(os.readlink(pid / "cwd"))
+            for fd in (pid / "fd").iterdir():
                 held.add(os.readlink(fd))
         except OSError:
             continue
-    return held
+    return held, cwds
 
 
-def launch_problems(env: Mapping[str, str]) -> list[str]:
-    """Before a DeepSpeed launch on this machine: an op cache we can build in, and no stale lock."""
-    root = cache_root(env)
-    for folder in (root, *root.parents):
-        if folder.exists():
-            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-                return [
-                    f"DeepSpeed's op cache {root} cannot be written ({folder} is not a writable folder); "
-                    "set TORCH_EXTENSIONS_DIR to a writable folder"
-                ]
-            break
+def last_touched(folder: Path) -> float:
+    """The newest modification time of ``folder`` and what it directly holds."""
+    newest = 0.0
+    for path in (folder, *folder.iterdir()):
+        try:
+            newest = max(newest, path.lstat().st_mtime)
+        except OSError:
+            continue
+    return newest
+
+
+def stale_locks(env: Mapping[str, str], now: float | None = None) -> list[Path]:
+    """Locks no build will ever release: no process here holds the lock open (torch's builder
+    keeps it open for the whole build) or works inside its folder (ninja and the compilers do),
+    and the folder has been quiet for ``QUIET_SECONDS``."""
     locks = lock_files(env)
     if not locks:
         return []
-    held = held_files()
+    seen = in_use()
+    if seen is None:
+        return []  # no way to tell a build in progress from a dead one: say nothing
+    held, cwds = seen
+    now = time.time() if now is None else now
+    stale = []
+    for lock in locks:
+        folder = os.path.realpath(lock.parent)
+        if os.path.realpath(lock) in held:
+            continue
+        if any(cwd == folder or cwd.startswith(folder + os.sep) for cwd in cwds):
+            continue
+        try:
+            if now - last_touched(lock.parent) < QUIET_SECONDS:
+                continue
+        except OSError:
+            continue  # gone while we looked: released
+        stale.append(lock)
+    return stale
+
+
+def launch_problems(env: Mapping[str, str]) -> list[str]:
+    """Before a DeepSpeed launch on this machine: an op cache we can build in, and no stale lock.
+    Reads only the file system and /proc (never imports torch)."""
+    root = cache_root(env)
+    for folder in (root, *root.absolute().parents):
+        if folder.exists():
+            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+                what = "is not a folder" if not folder.is_dir() else "is not writable"
+                return [
+                    f"DeepSpeed's op cache {root} cannot be created or written ({folder} {what}); "
+                    "set TORCH_EXTENSIONS_DIR to a writable folder"
+                ]
+            break
     return [
-        f"stale DeepSpeed op build lock {lock} (left by an interrupted build; no process here holds it); "
+        f"stale DeepSpeed op build lock {lock} (left by an interrupted build; no process here uses it); "
         f"if no other machine is building this op, remove it: rm {lock}"
-        for lock in locks
-        if str(lock.resolve()) not in held
+        for lock in stale_locks(env)
     ]
 
 
@@ -84,34 +141,46 @@ def launch_problems(env: Mapping[str, str]) -> list[str]:
 
 
 def guard_builds() -> None:
-    """Make torch's JIT builds release their lock when stopped, and say when a rank waits on one."""
+    """Make torch's JIT builds release their lock when stopped, and say when a rank waits on one.
+    Idempotent."""
     import torch.utils.cpp_extension as cpp_extension
     from torch.utils.file_baton import FileBaton
 
+    if getattr(cpp_extension._jit_compile, GUARDED, False):
+        return
     cpp_extension._jit_compile = unwinding_on_stop(cpp_extension._jit_compile)
     FileBaton.wait = announced(FileBaton.wait)  # type: ignore[method-assign,assignment]
 
 
+GUARDED = "_ftlaunch_guarded"
+
+
 def unwinding_on_stop(build: Callable[..., Any]) -> Callable[..., Any]:
     """During a build, a stop signal raises SystemExit(128 + signal): torch's ``finally`` then
-    removes the lock (and ``subprocess.run`` kills the compiler). Outside builds the default
-    actions stay, so a rank blocked in a collective still ends at once."""
+    removes the lock (and ``subprocess.run`` kills the compiler). Only the first signal raises: a
+    rank gets SIGTERM from both the supervisor and torchrun's agent, and a second exception raised
+    inside torch's ``finally`` would skip the release. Outside builds the previous actions stay
+    (the default: a rank blocked in a collective still ends at once)."""
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return build(*args, **kwargs)
+        stopping: list[int] = []
+
+        def stop(signum: int, _frame: object) -> None:
+            if not stopping:
+                stopping.append(signum)
+                raise SystemExit(128 + signum)
+
         previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
         try:
             return build(*args, **kwargs)
         finally:
             for s, handler in previous.items():
-                signal.signal(s, handler)
+                signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
+    setattr(guarded, GUARDED, True)
     return guarded
-
-
-def stop(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def announced(wait: Callable[[Any], None]) -> Callable[[Any], None]:
