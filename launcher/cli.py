@@ -357,11 +357,8 @@ def configs(argv: list[str]) -> int:
 def write_files(files: dict[Path, str], force: bool) -> int:
     """Write generated files, refusing to replace a different file (perhaps edited by hand)
     unless ``--force``; everything is checked before anything is written."""
-    problems = []
-    for path in files:
-        for parent in reversed(path.parents):
-            if parent.exists() and not parent.is_dir():
-                problems.append(f"--out: {clip(str(parent))} is a file, not a folder; give a folder")
+    blocked = (rundir.blocked_folder(path.parent) for path in files)
+    problems = [f"--out: {why}; give a folder you can write in" for why in blocked if why]
     changed = [p for p, text in files.items() if p.is_file() and p.read_bytes() != text.encode()]
     if changed and not force:
         names = ", ".join(clip(str(p)) for p in changed)

@@ -19,7 +19,6 @@ from launcher import rundir
 from launcher.errors import Parser, SpecError
 
 ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
-FINAL = {"finished", "failed", "interrupted", "refused", "cancelled", "requeued", "preempted"}
 
 
 def runs_dir_flag(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +55,7 @@ def state_of(run: rundir.RunInfo, slurm: dict[str, str]) -> str:
     queue_state = slurm.get(job, "")
     if queue_state.startswith("CANCELLED"):
         return "cancelled"
-    if latest.state in FINAL or not job:
+    if latest.state in rundir.ENDED or not job:
         return latest.state
     if queue_state and queue_state not in ACTIVE_SLURM:
         return f"{queue_state.lower()} (no verdict recorded)"
@@ -290,7 +289,7 @@ def follow_lines(path: Path, attempt_dir: Path) -> Iterator[str]:
 def attempt_ended(attempt_dir: Path) -> bool:
     path = attempt_dir / rundir.STATUS
     try:
-        return str(rundir.read_json(path).get("state")) in FINAL if path.exists() else False
+        return str(rundir.read_json(path).get("state")) in rundir.ENDED if path.exists() else False
     except ValueError:
         return False
 

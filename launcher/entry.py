@@ -90,13 +90,11 @@ def end_with_the_launch() -> None:
 def refuse_ended_attempt(attempt_dir: Path) -> None:
     """Never train into an attempt that already ran (re-running its ``command.sh`` by hand would
     rewrite its checkpoints and markers under a status that describes the old run)."""
-    from launcher.control import FINAL
-
     try:
         state = rundir.read_json(attempt_dir / rundir.STATUS).get("state")
     except (OSError, ValueError, AttributeError):
         state = None
-    if state in FINAL or (attempt_dir / rundir.DONE / f"rank{rank()}.json").exists():
+    if state in rundir.ENDED or (attempt_dir / rundir.DONE / f"rank{rank()}.json").exists():
         if rank() == 0:
             print(
                 f"ftlaunch: {attempt_dir} already ran ({state or 'completed'}); its command.sh records what "

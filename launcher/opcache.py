@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from launcher import rundir
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 WAIT_REPORT_SECONDS = 60.0  # the waiting line is repeated this often
 # A build folder touched this recently may be building on a machine (or in a container) whose
@@ -121,15 +123,12 @@ def launch_problems(env: Mapping[str, str]) -> list[str]:
     """Before a DeepSpeed launch on this machine: an op cache we can build in, and no stale lock.
     Reads only the file system and /proc (never imports torch)."""
     root = cache_root(env)
-    for folder in (root, *root.absolute().parents):
-        if folder.exists():
-            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-                what = "is not a folder" if not folder.is_dir() else "is not writable"
-                return [
-                    f"DeepSpeed's op cache {root} cannot be created or written ({folder} {what}); "
-                    "set TORCH_EXTENSIONS_DIR to a writable folder"
-                ]
-            break
+    why = rundir.blocked_folder(root)
+    if why:
+        return [
+            f"DeepSpeed's op cache {root} cannot be created or written ({why}); "
+            "set TORCH_EXTENSIONS_DIR to a writable folder"
+        ]
     return [
         f"stale DeepSpeed op build lock {lock} (left by an interrupted build; no process here uses it); "
         f"if no other machine is building this op, remove it: rm {lock}"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import SpecError
+from launcher.spec import clip
 
 SPEC = "spec.json"
 RUN = "run.json"
@@ -76,7 +77,7 @@ MAX_NAME = 100  # with the date and suffix a folder name stays far below the 255
 
 def name_problems(name: str, where: str = "--name") -> list[str]:
     """A run name that can become a folder name as given (up to the slug's character mapping)."""
-    shown = repr(name[:40] + ("..." if len(name) > 40 else ""))
+    shown = repr(clip(name))
     if "/" in name or "\0" in name or any(ord(c) < 32 for c in name):
         return [f"{where} {shown}: a run name cannot contain '/', NUL or control characters"]
     if len(slug(name).encode()) > MAX_NAME:
@@ -84,19 +85,23 @@ def name_problems(name: str, where: str = "--name") -> list[str]:
     return []
 
 
-def runs_dir_problems(runs_dir: str | Path) -> list[str]:
-    """The runs folder must be (or become) a folder we can write in."""
-    root = Path(runs_dir)
-    flag = f"--runs-dir {str(runs_dir)[:80]}"
-    for folder in (root, *root.parents):
+def blocked_folder(path: Path) -> str | None:
+    """Why ``path`` cannot be, or become, a folder we write in; None if it can. What decides is the
+    first part of the path that exists: it must be a writable folder."""
+    for folder in (path, *path.absolute().parents):
         if folder.exists():
             if not folder.is_dir():
-                what = "is" if folder == root else f"is inside {str(folder)[:80]}, which is"
-                return [f"{flag}: {what} a file, not a folder; pick another --runs-dir"]
+                return f"{folder} is a file, not a folder"
             if not os.access(folder, os.W_OK | os.X_OK):
-                return [f"{flag}: {str(folder)[:80]} is not writable; pick a writable --runs-dir"]
-            return []
-    return []
+                return f"{folder} is not writable"
+            return None
+    return None
+
+
+def runs_dir_problems(runs_dir: str | Path) -> list[str]:
+    """The runs folder must be (or become) a folder we can write in."""
+    why = blocked_folder(Path(runs_dir))
+    return [f"--runs-dir {clip(str(runs_dir))}: {why}; pick another --runs-dir"] if why else []
 
 
 def create(runs_dir: str | Path, name: str) -> Path:
@@ -325,6 +330,10 @@ class RunInfo:
     def created(self) -> float:
         value = self.run.get("created", 0)
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+ENDED = {"finished", "failed", "interrupted", "refused", "cancelled", "requeued", "preempted"}
+"""States an attempt is never in again: the verdict is recorded."""
 
 
 def pid_max() -> int:

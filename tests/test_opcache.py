@@ -86,7 +86,7 @@ def test_the_default_cache_is_found_like_torch_finds_it(tmp_path: Path) -> None:
 def test_an_op_cache_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
     (tmp_path / "home").write_text("a file where a folder must be")
     (problem,) = opcache.launch_problems({"HOME": str(tmp_path / "home")})
-    assert f"{tmp_path / 'home'} is not a folder" in problem and "set TORCH_EXTENSIONS_DIR" in problem
+    assert f"{tmp_path / 'home'} is a file, not a folder" in problem and "set TORCH_EXTENSIONS_DIR" in problem
     (problem,) = opcache.launch_problems({"TORCH_EXTENSIONS_DIR": str(tmp_path / "home" / "ext")})
     assert f"op cache {tmp_path / 'home' / 'ext'} cannot be created" in problem
 
