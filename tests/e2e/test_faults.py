@@ -1,6 +1,7 @@
 """Faults around a real launch (2 CPU processes): a console that goes away, the launcher killed
-outright, Ctrl-C at every early moment. Whatever happens, no process outlives the launcher (checked
-in the process table), the run folder records the outcome, and the next launch works."""
+outright, a stop signal while training and at every early moment. Whatever happens, no process
+outlives the launcher (checked in the process table), the run folder records the outcome, and the
+next launch works."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def test_a_console_that_goes_away_does_not_end_supervision(console: str, tmp_pat
     assert all(f"line {LINES - 1} of rank {r}" in log for r in (0, 1)), "the log must have every line"
 
 
-def test_launcher_killed_outright_takes_its_run_down(tmp_path: Path) -> None:
-    """SIGKILL (the OOM killer) leaves no handler to run: the kernel ends the children."""
+def start_sleepers(tmp_path: Path) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """A launch whose two workers wait to be stopped; returned once both run, with their pids."""
     pids = tmp_path / "pids"
     pids.mkdir()
     launcher = subprocess.Popen(
@@ -91,8 +92,31 @@ def test_launcher_killed_outright_takes_its_run_down(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    if not wait_until(lambda: len(list(pids.glob("*.pid"))) == 2, 120):
+        with_pgid_killed(launcher.pid)
+        raise AssertionError("the workers did not start")
+    return launcher, {int(p.read_text()) for p in pids.glob("*.pid")}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_training_ends_every_process(signum: int, tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM once the workers run (torchrun moved them to sessions of their own)."""
+    launcher, workers = start_sleepers(tmp_path)
     try:
-        assert wait_until(lambda: len(list(pids.glob("*.pid"))) == 2, 120), "workers did not start"
+        assert workers <= {p.pid for p in psutil.Process(launcher.pid).children(recursive=True)}
+        launcher.send_signal(signum)
+        code = launcher.wait(timeout=60)
+    finally:
+        with_pgid_killed(launcher.pid)
+    assert code == 128 + signum
+    assert wait_until(lambda: strays(tmp_path) == [], 15), strays(tmp_path)
+    assert only_run(tmp_path / "runs").state == "interrupted"
+
+
+def test_launcher_killed_outright_takes_its_run_down(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer) leaves no handler to run: the kernel ends the children."""
+    launcher, _ = start_sleepers(tmp_path)
+    try:
         launcher.kill()
         launcher.wait(timeout=10)
         assert wait_until(lambda: strays(tmp_path) == [], 30), strays(tmp_path)
