@@ -62,18 +62,48 @@ def state_of(run: rundir.RunInfo, slurm: dict[str, str]) -> str:
     return queue_state.lower() or latest.state
 
 
+METRICS_TAIL = 64 * 1024  # bytes of metrics.jsonl read for the newest loss before reading it all
+
+
+def metric_record(line: str) -> dict[str, Any] | None:
+    """One trainer log of ``metrics.jsonl``; None for a line cut by a crash or otherwise not a record."""
+    try:
+        record = rundir.json_line(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def last_metrics(attempt_dir: Path) -> dict[str, Any]:
-    """The newest logged training loss and its step (the end-of-training summary has none)."""
+    """The newest logged training loss and its step (the end-of-training summary has none). The
+    tail is read first: a long run's log grows to megabytes, and ``status`` reads every run's."""
     path = attempt_dir / rundir.METRICS
-    if not path.exists():
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
         return {}
-    for line in reversed(path.read_text().splitlines()):
-        try:
-            record = rundir.json_line(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if isinstance(record, dict) and "loss" in record:
-            return record
+    for start in dict.fromkeys((max(0, size - METRICS_TAIL), 0)):
+        for line in reversed(lines_from(path, start)):
+            record = metric_record(line)
+            if record is not None and "loss" in record:
+                return record
+    return {}
+
+
+def lines_from(path: Path, start: int) -> list[str]:
+    """The whole lines of ``path`` from byte ``start`` on (the first one, cut, is dropped)."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").splitlines()
+    return lines[1:] if start else lines
+
+
+def run_metrics(run: rundir.RunInfo) -> dict[str, Any]:
+    """The newest loss of the run: a new attempt that has not logged yet shows its predecessor's."""
+    for attempt in reversed(run.attempts):
+        found = last_metrics(attempt.path)
+        if found:
+            return found
     return {}
 
 
@@ -106,9 +136,9 @@ def topology(run: rundir.RunInfo) -> str:
 def status(argv: list[str]) -> int:
     parser = Parser(
         prog="ftlaunch status",
-        description="Runs, oldest first, with their state (SLURM's, refreshed, while a job has no "
-        "verdict yet), nodes x processes, attempts, elapsed time, last logged step and loss, and the "
-        "effective batch. With RUN: that run in detail.",
+        description="Runs, oldest first (the newest last, next to the prompt), with their state "
+        "(SLURM's, refreshed, while a job has no verdict yet), nodes x processes, attempts, elapsed time, "
+        "last logged step and loss, and the effective batch. With RUN: that run in detail.",
         epilog="examples:\n  ftlaunch status\n  ftlaunch status runs/sft-20261123-101500-ab12",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -142,7 +172,7 @@ RECORD_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, Overf
 
 
 def row(run: rundir.RunInfo, slurm: dict[str, str]) -> tuple[str, ...]:
-    metrics = last_metrics(run.latest.path) if run.latest else {}
+    metrics = run_metrics(run)
     effective = run.latest.status.get("effective", "") if run.latest else ""
     return (
         run.path.name,

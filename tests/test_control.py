@@ -88,3 +88,20 @@ def test_status_lists_runs_and_details_checkpoints(
     assert main(["status", str(run)]) == 0
     out = capsys.readouterr().out
     assert "attempt 1: finished" in out and "checkpoint-2: INCOMPLETE - no marker" in out
+
+
+def test_status_lists_runs_oldest_first_as_its_help_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newest run is the last line, next to the prompt; creation time decides, not the name."""
+    runs = tmp_path / "runs"
+    for name, created in (("b-newest", 300.0), ("c-oldest", 100.0), ("a-middle", 200.0)):
+        run = rundir.create(runs, name)
+        rundir.write_json(run / rundir.SPEC, {"recipe": "sft.py", "topology": {"nodes": 1, "procs": 1}})
+        rundir.write_json(run / rundir.RUN, {"name": run.name, "backend": "local", "created": created})
+    assert main(["status", "--runs-dir", str(runs)]) == 0
+    names = [line.split()[0].split("-")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert names == ["c", "a", "b"]
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    assert "oldest first (the newest last" in " ".join(capsys.readouterr().out.split())
