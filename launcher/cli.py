@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import control, jobfile, node, redact, resume, rundir
+from launcher import control, envreport, jobfile, node, plot, redact, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
 from launcher.recipe import check_recipe, recipe_args_of, split_at_recipe
@@ -38,13 +38,18 @@ examples:
   ftlaunch status                                         # runs, their state, step and loss
   ftlaunch logs RUN --follow                              # rank 0 of the newest attempt
   ftlaunch resume RUN [--procs 1]                         # continue from the latest complete checkpoint
+  ftlaunch plot RUN [RUN...] -o loss.png                  # loss and learning rate against step
+  ftlaunch env                                            # versions, GPUs, DeepSpeed ops, SLURM, variables
 
-subcommands: configs, status, logs, cancel, resume (ftlaunch SUBCOMMAND --help)
+subcommands: configs, status, logs, cancel, resume, plot, env (ftlaunch SUBCOMMAND --help); ftlaunch --version
 """
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--version"]:
+        print(f"ftlaunch {envreport.version()}")
+        return 0
     command = COMMANDS.get(args[0]) if args else None
     try:
         return command(args[1:]) if command else launch(args)
@@ -264,6 +269,7 @@ def write_plan(the_plan: Plan, resolved: Resolved) -> None:
         )
     attempt_dir = rundir.write_attempt(run_dir, the_plan.attempt, the_plan.files())
     rundir.write_json(attempt_dir / rundir.HOST_ENV, rundir.recorded_env(os.environ))
+    rundir.write_json(attempt_dir / rundir.ENVIRONMENT, envreport.at_launch(the_plan))
 
 
 def follow(job: Job, the_plan: Plan, wait: bool) -> int:
@@ -341,6 +347,13 @@ def configs(argv: list[str]) -> int:
     )
     parser.add_argument("--force", action="store_true", help="with --write: replace files that differ")
     ns = parser.parse_args(argv)
+    if ns.out and not ns.write:
+        raise SpecError(
+            [
+                f"configs --out {clip(ns.out)}: nothing is written without --write (the files are only "
+                "printed); add --write"
+            ]
+        )
     if ns.presets:
         return write_presets(Path(ns.out or ".")) if ns.write else print_presets()
     resolved = validate(spec_from_args(ns, None, ()))
@@ -404,4 +417,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "logs": control.logs,
     "cancel": control.cancel,
     "resume": resume_command,
+    "plot": plot.plot_command,
+    "env": envreport.env_command,
 }

@@ -42,6 +42,7 @@ STATUS = "status.json"
 PLAN = "plan.json"
 COMMAND = "command.sh"
 HOST_ENV = "host_env.json"  # the relevant variables of the launching environment, secrets dropped
+ENVIRONMENT = "environment.json"  # library versions, GPUs, DeepSpeed ops, recipe's git commit (envreport)
 EFFECTIVE = "effective.json"
 METRICS = "metrics.jsonl"  # one JSON line per trainer log (rank 0): step, loss, ...
 LOGS = "logs"

@@ -132,3 +132,11 @@ def test_configs_write_puts_three_matching_files(in_tmp: Path) -> None:
     assert ds["train_micro_batch_size_per_gpu"] == trainer["per_device_train_batch_size"] == 2
     assert ds["gradient_accumulation_steps"] == trainer["gradient_accumulation_steps"] == 2
     assert ds["train_batch_size"] == 16
+
+
+def test_configs_out_without_write_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out`` alone used to print the files and write nothing, silently."""
+    for argv in (["configs", "--zero", "2", "--out", "cfg"], ["configs", "--presets", "--out", "cfg"]):
+        assert main(argv) == 2
+        assert "configs --out cfg: nothing is written without --write" in capsys.readouterr().err
+        assert not (in_tmp / "cfg").exists()
