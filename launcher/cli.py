@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import control, envreport, jobfile, node, plot, redact, resume, rundir
+from launcher import console, control, envreport, jobfile, node, plot, redact, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
 from launcher.recipe import check_recipe, recipe_args_of, split_at_recipe
@@ -142,6 +142,12 @@ def launch_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the spec, every file and the plan")
     parser.add_argument("--wait", action="store_true", help="with --slurm: follow the job to its end")
     parser.add_argument(
+        "--all-ranks",
+        action="store_true",
+        help="console: every rank's output as it comes (default: rank 0, each warning once, a progress line; "
+        "logs/ always has everything)",
+    )
+    parser.add_argument(
         "--resume",
         choices=["auto"],
         help="auto: continue the newest run of this --name from its latest complete checkpoint, if any",
@@ -160,6 +166,8 @@ def launch(argv: list[str]) -> int:
     spec = conceal_secrets(spec_from_args(ns, ns.recipe, recipe_args))
     check_recipe(spec)
     resolved = validate(spec)
+    if ns.all_ranks:  # read by each node's supervisor (the environment reaches SLURM's nodes too)
+        os.environ[console.MODE_ENV] = "all"
     if ns.wait and not spec.slurm.enabled:
         raise SpecError(["--wait only applies to --slurm jobs (a local launch always runs to its end)"])
     name = spec.name or Path(spec.recipe or "run").stem
@@ -288,6 +296,8 @@ def follow(job: Job, the_plan: Plan, wait: bool) -> int:
         f"ftlaunch: {status.get('message', status.get('state'))}. Run folder: {the_plan.run_dir}",
         file=sys.stderr,
     )
+    for line in job.report():
+        print(line, file=sys.stderr)
     return code
 
 

@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     end_with_the_launch()
     attempt_dir, recipe, recipe_args = parse_args(sys.argv[1:] if argv is None else argv)
     refuse_ended_attempt(attempt_dir)
+    say_phase(attempt_dir, "loading libraries")
     decided = attempt_dir / DECIDED_FILE
     resolved = Resolved.from_dict(rundir.read_json(decided), str(decided))
     overrides = rundir.read_json(attempt_dir / TRAINER_FILE)
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_guard(resolved, overrides, attempt_dir)
     install_recorder(attempt_dir)
     saving.install(resolved, attempt_dir)
+    say_phase(attempt_dir, "running the recipe (parsing its arguments)")
     try:
         run_recipe(recipe, redact.reveal(recipe_args, os.environ))
     except SpecError as err:
@@ -141,10 +143,13 @@ def run_recipe(recipe: str, args: Sequence[str]) -> None:
 
 
 def refuse(attempt_dir: Path, err: SpecError) -> int:
+    """Rank 0 records why; the supervisor leads its verdict with it (printing it here as well would
+    show it twice), and prints it itself when run by hand."""
     if rank() == 0:
         text = err.render() + "\n"
         rundir.write_atomic(attempt_dir / rundir.ENTRY_ERROR, text)
-        print(text, file=sys.stderr, end="", flush=True)
+        if node.SUPERVISOR_PID not in os.environ:
+            print(text, file=sys.stderr, end="", flush=True)
     return 2
 
 
@@ -164,6 +169,7 @@ def install_guard(resolved: Resolved, overrides: dict[str, Any], attempt_dir: Pa
         reconcile(self, resolved, overrides, attempt_dir)
         original(self)  # type: ignore[no-untyped-call]
         record_effective(self, resolved, attempt_dir)
+        say_phase(attempt_dir, "loading the model and data")
 
     TrainingArguments.__post_init__ = guarded_post_init  # type: ignore[method-assign]
 
@@ -283,21 +289,70 @@ def record_effective(args: Any, resolved: Resolved, attempt_dir: Path) -> None:
 
 
 def install_recorder(attempt_dir: Path) -> None:
-    """Every trainer the recipe builds gets a callback that appends its logs (step, loss, ...) to the
-    attempt's ``metrics.jsonl`` on rank 0; ``ftlaunch status`` shows the last one. Added to
-    transformers' default callbacks, so the recipe is not touched."""
+    """Every trainer the recipe builds gets a callback that, on rank 0, appends its logs (step,
+    loss, learning rate, grad norm, samples per second, time) to the attempt's ``metrics.jsonl`` and
+    keeps ``progress.json`` (phase, step / total) current for the console's progress line and for
+    ``ftlaunch status`` / ``plot``. Added to transformers' default callbacks: the recipe is not touched."""
     import transformers.trainer
     from transformers import TrainerCallback
 
     class RecordMetrics(TrainerCallback):
+        def __init__(self) -> None:
+            self.samples_per_step = 0
+            self.last_log: tuple[int, float] | None = None
+            self.last_write = 0.0
+
+        def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            say_phase(attempt_dir, "preparing the trainer (DeepSpeed and optimizer set up at train())")
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            self.samples_per_step = (
+                args.per_device_train_batch_size * args.gradient_accumulation_steps * world
+            )
+            self.last_log = (state.global_step, time.time())
+            self.progress(state, "training", first_step=state.global_step, started=time.time())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if time.time() - self.last_write >= PROGRESS_EVERY or state.global_step >= state.max_steps:
+                self.progress(state, "training")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.progress(state, "finishing (saving the model, closing)")
+
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            if state.is_world_process_zero and logs:
-                numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-                record = {"step": state.global_step, "time": time.time(), **numbers}
-                rundir.append_json_line(attempt_dir / rundir.METRICS, record)
+            if not (state.is_world_process_zero and logs):
+                return
+            now = time.time()
+            numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+            record: dict[str, Any] = {"step": state.global_step, "time": now, **numbers}
+            if self.last_log is not None and state.global_step > self.last_log[0] and "loss" in logs:
+                steps, seconds = state.global_step - self.last_log[0], now - self.last_log[1]
+                record["samples_per_second"] = round(steps * self.samples_per_step / seconds, 4)
+                self.last_log = (state.global_step, now)
+            rundir.append_json_line(attempt_dir / rundir.METRICS, record)
+
+        def progress(self, state: Any, phase: str, **extra: Any) -> None:
+            if state.is_world_process_zero:
+                self.last_write = time.time()
+                record = {"step": state.global_step, "max_steps": state.max_steps}
+                say_phase(attempt_dir, phase, samples_per_step=self.samples_per_step, **record, **extra)
 
     callbacks: list[Any] = transformers.trainer.DEFAULT_CALLBACKS
     callbacks.append(RecordMetrics)
+
+
+PROGRESS_EVERY = 0.5  # seconds between rewrites of progress.json during training
+
+
+def say_phase(attempt_dir: Path, phase: str, **fields: Any) -> None:
+    """Rank 0 tells the supervisor what it is doing (``progress.json``), so no minute is silent."""
+    if rank() != 0:
+        return
+    path = attempt_dir / rundir.PROGRESS
+    kept = rundir.read_json_quiet(path)  # when training began stays, whatever the phase now
+    keep = {k: kept[k] for k in ("first_step", "started") if k in kept}
+    rundir.write_json(path, {**keep, "phase": phase, "time": time.time(), **fields})
 
 
 # ---------------------------------------------------------------- completion

@@ -10,19 +10,20 @@ the ranks' completion markers, not from the exit code alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from launcher import rundir
+from launcher import console, rundir
 
 GRACE_SECONDS = 10.0
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: not finished, nothing lost, resumable
@@ -95,6 +96,7 @@ class Verdict:
     state: str  # finished | failed | interrupted | refused
     exit_code: int  # what the launcher should exit with
     message: str
+    report: tuple[str, ...] = ()  # printed under the message: the failing rank's last lines, ...
 
 
 def supervise(
@@ -123,6 +125,10 @@ def supervise(
         return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
     exit_code = 1
     me = os.getpid()
+    everything = console.wants_everything(os.environ)
+    shown: console.Console | None = None
+    log_path = attempt_dir / rundir.LOGS / f"node{node_rank}.log"
+    screen = console.Screen(sys.stdout, live=own_signals and sys.stdout.isatty() and not everything)
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -137,22 +143,32 @@ def supervise(
         tree.watch()
         if own_signals:
             release_stop_signals()  # a signal held until now is handled here, the tree known
-        log = open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "ab")  # noqa: SIM115 (closed below)
-        copier = threading.Thread(target=stream, args=(proc.stdout, log, interrupted.is_set), daemon=True)
+        log = open(log_path, "ab")  # noqa: SIM115 (closed below)
+        shown = console.Console(
+            attempt_dir, screen.show, screen.status if screen.live else None, everything, interrupted.is_set
+        )
+        copier = threading.Thread(target=stream, args=(proc.stdout, log, shown), daemon=True)
         copier.start()
+        ticker = Ticker(shown)
         exit_code = proc.wait()
         tree.end_all()  # a straggler the agent left (or started as it died) would hold the output open
         copier.join(timeout=30)
+        ticker.stop()
+        shown.close()
         log.close()
     finally:
         CURRENT = None
+        screen.stop()
         tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
-    return record_node(
-        attempt_dir,
-        node_rank,
-        exit_code,
-        judge(attempt_dir, node_rank, world_size, exit_code, interrupted.signum),
-    )
+    verdict = judge(attempt_dir, node_rank, world_size, exit_code, interrupted.signum)
+    if verdict.state == "failed" and shown is not None:
+        verdict = dataclasses.replace(verdict, report=tuple(shown.failure_report(log_path)))
+    summary = shown.warnings_summary() if shown is not None else None
+    with open(log_path, "a") as log_end:  # the log says how it ended, too
+        log_end.write(f"ftlaunch: node {node_rank}: {verdict.message}\n")
+    if summary is not None:
+        verdict = dataclasses.replace(verdict, report=(*verdict.report, f"  {summary}"))
+    return record_node(attempt_dir, node_rank, exit_code, verdict)
 
 
 def interrupted_before_start(signum: int) -> Verdict:
@@ -198,7 +214,7 @@ def judge(
     error = attempt_dir / rundir.ENTRY_ERROR
     if error.exists():
         # The recipe's arguments contradicted the spec: the same "bad input" exit code as the CLI.
-        return Verdict("refused", 2, error.read_text().rstrip())
+        return Verdict("refused", 2, error.read_text().rstrip().removeprefix("ftlaunch: "))
     counted = f"{len(done)}/{world_size} ranks completed"
     if stopped_by is not None:  # the shell's convention: 128 + the signal (130 for Ctrl-C, 143 for TERM)
         name = signal.Signals(stopped_by).name
@@ -227,22 +243,33 @@ def wait_for_markers(attempt_dir: Path, world_size: int) -> list[dict[str, Any]]
         time.sleep(0.5)
 
 
-def stream(source: IO[bytes] | None, log: IO[bytes], muted: Callable[[], bool] = lambda: False) -> None:
-    """Copy the workers' output (``[rankN]:``-prefixed by torchrun) to the console and a log. A
-    console that went away (closed pipe, full disk) does not stop the copy to the log; once the
-    user stopped the run (``muted``), the processes' dying words go to the log only."""
+def stream(source: IO[bytes] | None, log: IO[bytes], shown: console.Console) -> None:
+    """Copy the workers' output (``[rankN]:``-prefixed by torchrun) to a log, whole, and hand each
+    line to the console, which shows what matters (``launcher.console``). A console that went away
+    (closed pipe, full disk) does not stop the copy to the log."""
     if source is None:
         return
-    out: IO[bytes] | None = sys.stdout.buffer
     for line in iter(source.readline, b""):
         log.write(line)
         log.flush()
-        if out is not None and not muted():
-            try:
-                out.write(line)
-                out.flush()
-            except (BrokenPipeError, OSError):
-                out = None
+        shown.feed(line)
+
+
+class Ticker:
+    """Calls ``Console.tick`` twice a second: warnings leave their window, the progress line moves."""
+
+    def __init__(self, shown: console.Console) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(shown,), daemon=True)
+        self._thread.start()
+
+    def _run(self, shown: console.Console) -> None:
+        while not self._stop.wait(0.5):
+            shown.tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 class Interruption:

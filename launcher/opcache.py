@@ -172,11 +172,21 @@ def unwinding_on_stop(build: Callable[..., Any]) -> Callable[..., Any]:
                 raise SystemExit(128 + signum)
 
         previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+        name = kwargs.get("name", args[0] if args else "an")
+        print(
+            f"ftlaunch: building DeepSpeed's {name} op for this machine (one-time; usually 1-3 minutes;"
+            f" cached in {cache_root(os.environ)}, then reused by every launch)",
+            file=sys.stderr,
+            flush=True,
+        )
+        started = time.monotonic()
         try:
             return build(*args, **kwargs)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, signal.SIG_DFL if handler is None else handler)
+            seconds = time.monotonic() - started
+            print(f"ftlaunch: the {name} op build ended ({seconds:.0f} s)", file=sys.stderr)
 
     setattr(guarded, GUARDED, True)
     return guarded

@@ -45,6 +45,7 @@ HOST_ENV = "host_env.json"  # the relevant variables of the launching environmen
 ENVIRONMENT = "environment.json"  # library versions, GPUs, DeepSpeed ops, recipe's git commit (envreport)
 EFFECTIVE = "effective.json"
 METRICS = "metrics.jsonl"  # one JSON line per trainer log (rank 0): step, loss, ...
+PROGRESS = "progress.json"  # rank 0's phase and step, rewritten as it goes (the console's live line)
 LOGS = "logs"
 NODES = "nodes"  # one verdict per node: node{K}.json
 DONE = "done"  # one completion marker per rank: rank{R}.json, written after the recipe returned
@@ -222,6 +223,15 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def read_json_quiet(path: Path) -> dict[str, Any]:
+    """A JSON object being rewritten by another process: {} when absent or unreadable right now."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def json_line(text: str) -> Any:

@@ -111,6 +111,10 @@ class Job(Protocol):
 
     def cancel(self) -> None: ...
 
+    def report(self) -> list[str]:
+        """Lines to show under the outcome: the failing rank's last words, a warnings summary."""
+        ...
+
 
 class Backend(Protocol):
     NAME: str

@@ -79,6 +79,9 @@ class LocalJob:
     def cancel(self) -> None:  # nothing left to stop: the run is over when the job exists
         return None
 
+    def report(self) -> list[str]:
+        return list(self.verdict.report)
+
 
 def submit(the_plan: Plan) -> LocalJob:
     attempt_dir = the_plan.attempt_dir

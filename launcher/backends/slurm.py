@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from launcher import node, rendezvous, rundir, saving
+from launcher import console, node, rendezvous, rundir, saving
 from launcher.backends.base import HEAD, NODE_RANK, PORT, Plan, make_plan
 from launcher.backends.local import accelerate_argv, record_verdict
 from launcher.render import Rendered, attempt_texts
@@ -245,6 +245,9 @@ class SlurmJob:
     def cancel(self) -> None:
         self.job.cancel(check=False)
 
+    def report(self) -> list[str]:  # each node's console (SLURM's output file) has its own
+        return []
+
     def wait(self) -> int:
         """Follow the first node's log of the newest attempt on the console until the job ends.
         Ctrl-C stops following only: the job is the cluster's now, and ``cancel`` stops it."""
@@ -261,6 +264,7 @@ class SlurmJob:
             )
             return 130
         follower.print_new()
+        follower.close()
         return outcome(self.run_dir, str(self.job.state))
 
 
@@ -278,20 +282,35 @@ class LogFollower:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.offsets: dict[Path, int] = {}
+        self.consoles: dict[Path, console.Console] = {}
 
     def print_new(self) -> None:
+        """The first node's new lines, through the same console filter as a local launch."""
         latest = rundir.latest_attempt(self.run_dir)
         if latest is None:
             return
         path = latest / rundir.LOGS / "node0.log"
         if not path.exists():
             return
+        shown = self.consoles.get(latest)
+        if shown is None:
+            for earlier in self.consoles.values():  # a requeue: the previous attempt is over
+                earlier.close()
+            shown = self.consoles[latest] = console.Console(
+                latest, print, everything=console.wants_everything(os.environ)
+            )
         with open(path, "rb") as f:
             f.seek(self.offsets.get(path, 0))
             data = f.read()
-            self.offsets[path] = f.tell()
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+        self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+        for line in complete.splitlines(keepends=True):
+            shown.feed(line)
+        shown.tick()
+
+    def close(self) -> None:
+        for shown in self.consoles.values():
+            shown.close()
 
 
 def submit(the_plan: Plan) -> SlurmJob:

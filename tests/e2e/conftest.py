@@ -64,9 +64,10 @@ def ftlaunch(flags: str, recipe: str, recipe_args: str, env: dict[str, str], run
         [sys.executable, "-m", "launcher", "--runs-dir", str(runs), *argv],
         env=env,
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order a terminal would show it
         text=True,
         timeout=420,
     )
     found = rundir.list_runs(runs)
-    return Launch(proc.returncode, proc.stdout + proc.stderr, found[-1].path if found else None)
+    return Launch(proc.returncode, proc.stdout, found[-1].path if found else None)

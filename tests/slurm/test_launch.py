@@ -85,7 +85,7 @@ def test_training_job_runs_to_completion_on_every_node(
     ]
     done = ftlaunch(["--runs-dir", str(runs), *flags, str(JOBS / "sft.py"), *TRAIN.split()], slurm_env, REPO)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "[rank0]:" in done.stdout, "--wait follows the first node's log on the console"
+    assert "ftlaunch: effective" in done.stdout, "--wait follows the first node's console"
     run = only_run(runs)
     attempt = rundir.attempt_path(run.path, 1)
     markers = [rundir.read_json(p) for p in (attempt / rundir.DONE).glob("rank*.json")]
