@@ -138,6 +138,11 @@ class NodeTask:
         head = os.environ.get("FTLAUNCH_HEAD_ADDR") or hosts[0]
         port = port_for(str(job.raw_job_id))
         if node_rank == 0:
+            from launcher import envreport
+
+            # The compute node's facts (the submit-time record described the login node), also
+            # for a requeued attempt, which no launcher wrote.
+            rundir.write_json(attempt_dir / rundir.ENVIRONMENT, envreport.at_launch(the_plan))
             rundir.update_status(
                 attempt_dir,
                 state="running",
