@@ -21,7 +21,7 @@ from launcher.errors import Parser, SpecError
 from launcher.recipe import check_recipe, recipe_args_of, split_at_recipe
 from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
 from launcher.rules import Resolved, validate
-from launcher.spec import LaunchSpec, clip, coerce, from_mapping, leaves, merge, to_dict
+from launcher.spec import LaunchSpec, clip, coerce, from_mapping, leaves, merge, to_dict, value_at
 
 if TYPE_CHECKING:
     from launcher.backends.base import Job, Plan
@@ -94,7 +94,7 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
         if leaf.hint is bool:  # a switch; "true" is coerced like a YAML value
             group.add_argument(leaf.flag, dest=leaf.key, action="store_const", const="true", help=leaf.help)
             continue
-        metavar = leaf.key.split(".")[-1].upper()
+        metavar = leaf.field.metadata.get("metavar") or leaf.key.split(".")[-1].upper()
         action = "append" if typing.get_origin(leaf.hint) is tuple else Once
         group.add_argument(leaf.flag, dest=leaf.key, metavar=metavar, help=leaf.help, action=action)
 
@@ -102,7 +102,9 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
 def spec_from_args(
     ns: argparse.Namespace, recipe: str | None, recipe_args: Sequence[str], base: LaunchSpec | None = None
 ) -> LaunchSpec:
-    """YAML first (if any), then every flag the user typed on top; all problems reported together."""
+    """YAML first (if any), then every flag the user typed on top; all problems reported together.
+    Settings flags (``--ds``, ``--accelerate``) add to the YAML's, the later winning per key. A
+    ``--ds-config`` named by this command is read here, so the spec records what it held."""
     base = jobfile.load(ns.job) if ns.job else (base or LaunchSpec())
     problems: list[str] = []
     overrides: dict[str, Any] = {}
@@ -110,12 +112,17 @@ def spec_from_args(
         raw = getattr(ns, leaf.key, None)
         if raw is not None:
             overrides[leaf.key] = coerce(leaf.hint, raw, leaf.flag, problems)
+            if leaf.field.metadata.get("settings") and overrides[leaf.key] is not None:
+                overrides[leaf.key] = value_at(base, leaf.key) + overrides[leaf.key]  # flags win per key
     if recipe is not None:
         overrides["recipe"] = recipe
         overrides["args"] = tuple(recipe_args)
     if problems:
         raise SpecError(problems)
-    return merge(base, overrides)
+    spec = merge(base, overrides)
+    if spec.ds_config is not None and (ns.job or "ds_config" in overrides):  # named now: read it now
+        spec = merge(spec, {"ds_config_settings": jobfile.read_ds_config(spec.ds_config)})
+    return spec
 
 
 def conceal_secrets(spec: LaunchSpec) -> LaunchSpec:
@@ -193,6 +200,9 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
         the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
         print_dry_run(resolved, the_plan, [f"a real launch here would refuse: {p}" for p in problems])
         return 0
+    from launcher import libcheck  # DeepSpeed's and accelerate's own checks import torch: never on a dry run
+
+    problems = problems or libcheck.problems(resolved)
     if problems:
         raise SpecError(problems)
     resume.prepare(resolved)

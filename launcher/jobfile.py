@@ -9,13 +9,15 @@ how a few hundred bytes of YAML expand into gigabytes ("billion laughs"). The fi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
+from launcher import settings
 from launcher.errors import SpecError
 from launcher.spec import LaunchSpec, clip, from_mapping, merge
 
@@ -56,24 +58,49 @@ StrictLoader.add_implicit_resolver(
 )
 
 
-def read_text(path: str) -> str:
+def read_text(path: str, flag: str = "--job") -> str:
     file = Path(path)
     try:
         if not file.exists():
-            raise SpecError([f"--job {clip(path)}: no such file"])
+            raise SpecError([f"{flag} {clip(path)}: no such file"])
         if not file.is_file():
-            raise SpecError([f"--job {clip(path)}: not a file"])
+            raise SpecError([f"{flag} {clip(path)}: not a file"])
         if file.stat().st_size > MAX_BYTES:
-            raise SpecError([f"--job {clip(path)}: {file.stat().st_size} bytes; a job file is at most 1 MiB"])
+            raise SpecError([f"{flag} {clip(path)}: {file.stat().st_size} bytes; the file is at most 1 MiB"])
         return file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise SpecError(
-            [f"--job {clip(path)}: not UTF-8 text (byte {err.start}); save it as UTF-8"]
+            [f"{flag} {clip(path)}: not UTF-8 text (byte {err.start}); save it as UTF-8"]
         ) from None
     except OSError as err:
         raise SpecError(
-            [f"--job {clip(path)}: cannot be read ({err.strerror}); check its permissions"]
+            [f"{flag} {clip(path)}: cannot be read ({err.strerror}); check its permissions"]
         ) from None
+
+
+def read_ds_config(path: str) -> tuple[str, ...]:
+    """A user's DeepSpeed JSON as settings (``launcher.settings``), to be recorded in the spec.
+    Plain JSON, read as strictly as DeepSpeed reads it: a repeated key is an error, not a choice."""
+    text = read_text(path, "--ds-config")
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:
+        raise SpecError([f"--ds-config {clip(path)}: not valid JSON: {clip(str(err))}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError([f"--ds-config {clip(path)}: a DeepSpeed config is a JSON object {{...}}"])
+    return settings.from_json(data)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"key '{clip(repeated[0])}' appears twice (which one did you mean?)")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse(text: str, path: str) -> Any:
@@ -88,10 +115,12 @@ def parse(text: str, path: str) -> Any:
 
 
 def load(path: str) -> LaunchSpec:
-    """The spec a job file describes. A recipe in it is relative to the job file, so
-    ``jobs/*.yaml`` work from anywhere."""
+    """The spec a job file describes. A recipe or a ``ds_config`` in it is relative to the job
+    file, so ``jobs/*.yaml`` work from anywhere."""
     data = parse(read_text(path), path)
     spec = from_mapping(data if data is not None else {}, path)
-    if spec.recipe is not None and not Path(spec.recipe).is_absolute():
-        spec = merge(spec, {"recipe": os.path.relpath(Path(path).parent / spec.recipe)})
+    for key in ("recipe", "ds_config"):
+        named = getattr(spec, key)
+        if named is not None and not Path(named).is_absolute():
+            spec = merge(spec, {key: os.path.relpath(Path(path).parent / named)})
     return spec

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from launcher import passthrough
 from launcher.errors import SpecError
 from launcher.spec import LaunchSpec, Leaf, clip, from_mapping, leaves, merge, to_dict
 
@@ -101,7 +102,7 @@ def validate(spec: LaunchSpec) -> Resolved:
     batch, batch_errors = resolve_batch(
         spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size
     )
-    problems += batch_errors + grpo_problems(spec, batch)
+    problems += batch_errors + grpo_problems(spec, batch) + passthrough.problems(Resolved(spec, batch))
     if problems:
         raise SpecError(problems)
     return Resolved(spec, batch)

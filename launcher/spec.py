@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from launcher import settings
 from launcher.errors import SpecError
 
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -107,6 +108,33 @@ class LaunchSpec:
     zero: Zero = field(default_factory=Zero)
     precision: Precision | None = _opt("--precision", "bf16, fp16 or fp32 (default: the recipe's)")
     max_grad_norm: float | None = _opt("--max-grad-norm", "gradient clipping norm (default: the recipe's)")
+    ds_config: str | None = _opt(
+        "--ds-config",
+        "a DeepSpeed JSON to start from: the settings ftlaunch does not own are kept, the ones it owns "
+        "must agree with the launch",
+        metavar="FILE",
+    )
+    deepspeed: tuple[str, ...] = _opt(
+        "--ds",
+        "a DeepSpeed setting ftlaunch does not own, e.g. zero_optimization.overlap_comm=false; VALUE is "
+        "read as JSON (repeatable; in a job YAML, a 'deepspeed:' mapping)",
+        default=(),
+        metavar="KEY=VALUE",
+        settings=True,
+    )
+    ds_config_settings: tuple[str, ...] = _opt(
+        "",
+        "the --ds-config file's settings as read at launch, so a resume or a requeue needs no file",
+        default=(),
+    )
+    accelerate: tuple[str, ...] = _opt(
+        "--accelerate",
+        "an 'accelerate launch' option ftlaunch does not own, KEY=VALUE (or KEY for a switch), e.g. "
+        "dynamo_backend=no (repeatable)",
+        default=(),
+        metavar="KEY=VALUE",
+        settings=True,
+    )
     checkpointing: Checkpointing = field(default_factory=Checkpointing)
     slurm: Slurm = field(default_factory=Slurm)
     name: str | None = _opt("--name", "run name, used in the run folder's name (default: the recipe's)")
@@ -174,6 +202,8 @@ def _build(cls: type, data: Any, prefix: str, source: str, problems: list[str]) 
             section = typing.cast(type, f.default_factory)
             values[f.name] = _build(section, raw, f"{prefix}{key}.", source, problems)
         else:
+            if f.metadata.get("settings") and isinstance(raw, Mapping):
+                raw = settings.from_yaml(raw)  # a mapping of settings is the same settings, flattened
             values[f.name] = coerce(hints[f.name], raw, f"{source}: '{prefix}{key}'", problems)
     return cls(**values)
 
@@ -288,10 +318,22 @@ def _replace_path(obj: Any, path: list[str], value: Any) -> Any:
     return dataclasses.replace(obj, **{path[0]: _replace_path(child, path[1:], value)})
 
 
+def value_at(spec: LaunchSpec, key: str) -> Any:
+    """The value of a dotted leaf key (``zero.stage``)."""
+    value: Any = spec
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def to_dict(spec: LaunchSpec) -> dict[str, Any]:
     """Plain, JSON-ready form: what ``spec.json`` in a run folder holds."""
-    data = dataclasses.asdict(spec)
-    data["args"] = list(spec.args)
-    data["slurm"]["sbatch"] = list(spec.slurm.sbatch)
-    data["slurm"]["setup"] = list(spec.slurm.setup)
-    return data
+    return typing.cast(dict[str, Any], _plain(dataclasses.asdict(spec)))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

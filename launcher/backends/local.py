@@ -16,6 +16,7 @@ from pathlib import Path
 from launcher import node, opcache, rundir
 from launcher.backends.base import Plan
 from launcher.render import ACCELERATE_FILE, Rendered, attempt_texts
+from launcher.render.accelerate import accelerate_options
 from launcher.rules import Resolved, hardware_problems
 
 NAME = "local"
@@ -30,7 +31,8 @@ def accelerate_argv(resolved: Resolved, attempt_dir: Path, machine: list[str]) -
     # torchrun's tee: the console and per-rank files under logs/torchrun, each line rank-prefixed.
     logs = ["--tee", "3", "--log_dir", str(attempt_dir / rundir.LOGS / "torchrun"), "--role", "rank"]
     entry = ["-m", "launcher.entry", "--attempt-dir", str(attempt_dir), spec.recipe, *spec.args]
-    return (sys.executable, "-m", "accelerate.commands.launch", *layout, *logs, *entry)
+    extra = accelerate_options(spec.accelerate)  # the user's (--accelerate), checked by the rules
+    return (sys.executable, "-m", "accelerate.commands.launch", *layout, *logs, *extra, *entry)
 
 
 def plan(resolved: Resolved, rendered: Rendered, run_dir: Path, attempt: int, cwd: str) -> Plan:

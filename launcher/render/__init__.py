@@ -4,13 +4,17 @@ The accelerate YAML holds only the process layout and points at the DeepSpeed fi
 accumulation, clipping, precision and ZeRO settings live in the DeepSpeed JSON and in the trainer
 overrides, with identical typed values. A value the launch left to the recipe is ``"auto"`` in the
 DeepSpeed JSON, which transformers fills from the recipe's trainer arguments.
+
+``Resolved`` is imported for type checking only: the rules import ``render.deepspeed`` (a user's
+DeepSpeed settings are checked against what the spec renders), so this package must not import
+the rules back.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -18,7 +22,9 @@ from launcher.render.accelerate import render_accelerate
 from launcher.render.deepspeed import render_deepspeed
 from launcher.render.env import render_env
 from launcher.render.trainer import render_trainer_overrides
-from launcher.rules import Resolved
+
+if TYPE_CHECKING:
+    from launcher.rules import Resolved
 
 ACCELERATE_FILE = "accelerate.yaml"
 DEEPSPEED_FILE = "ds_config.json"

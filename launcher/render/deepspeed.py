@@ -1,11 +1,21 @@
-"""The DeepSpeed JSON: batch, clipping, precision and ZeRO, as typed numbers or ``"auto"``."""
+"""The DeepSpeed JSON: batch, clipping, precision and ZeRO from the spec, as typed numbers or
+``"auto"``, then the user's own settings (``--ds-config``, ``deepspeed:``, ``--ds``) on top.
+
+The spec's values are *owned*: ``OWNED`` names every key rendered from the spec and how to set it
+through ftlaunch, and a user setting never replaces one (``launcher.passthrough`` refuses those
+that try, before anything is rendered).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launcher.rules import Resolved
+from launcher.dsschema import typed
+from launcher.settings import parsed, put
 from launcher.spec import Zero
+
+if TYPE_CHECKING:
+    from launcher.rules import Resolved
 
 AUTO = "auto"
 
@@ -19,7 +29,52 @@ FP16_SCALING = {
 }
 
 
+_PINNED = "--gpus or --procs (memory is pinned on GPU runs only)"
+_GATHER = "--zero 3 (always on there: without it a ZeRO-3 save holds empty weights)"
+
+# Every key rendered from the spec -> how to set it with ftlaunch; "{}" stands for the value.
+OWNED: dict[str, str] = {
+    "train_batch_size": "--global-batch {}",
+    "train_micro_batch_size_per_gpu": "--micro-batch {}",
+    "gradient_accumulation_steps": "--grad-accum {}",
+    "gradient_clipping": "--max-grad-norm {}",
+    "bf16.enabled": "--precision bf16, fp16 or fp32",
+    "fp16.enabled": "--precision bf16, fp16 or fp32",
+    "zero_optimization.stage": "--zero {}",
+    "zero_optimization.stage3_gather_16bit_weights_on_model_save": _GATHER,
+    "zero_optimization.offload_optimizer.device": "--offload-optimizer {}",
+    "zero_optimization.offload_optimizer.nvme_path": "--nvme-path {}",
+    "zero_optimization.offload_optimizer.pin_memory": _PINNED,
+    "zero_optimization.offload_param.device": "--offload-params {}",
+    "zero_optimization.offload_param.nvme_path": "--nvme-path {}",
+    "zero_optimization.offload_param.pin_memory": _PINNED,
+    "zero_force_ds_cpu_optimizer": "--offload-optimizer (ftlaunch keeps the recipe's optimizer)",
+    "checkpoint.load_universal": "ftlaunch resume (set for an attempt on another world size)",
+}
+
+
+def owner(key: str) -> str | None:
+    """The owned key that a setting of ``key`` would set, sit under, or replace as a whole."""
+    for owned in OWNED:
+        if key == owned or key.startswith(f"{owned}.") or owned.startswith(f"{key}."):
+            return owned
+    return None
+
+
 def render_deepspeed(resolved: Resolved) -> dict[str, Any]:
+    """The spec's config with the user's settings merged in: the file's first, then the job
+    YAML's and the flags' (later ones win per key). Owned keys keep the spec's values; the
+    settings were checked by the rules, so here they are only applied."""
+    spec = resolved.spec
+    config = spec_config(resolved)
+    for key, _, value in parsed(spec.ds_config_settings) + parsed(spec.deepspeed):
+        if owner(key) is None:
+            put(config, key, typed(key, value)[0])
+    return config
+
+
+def spec_config(resolved: Resolved) -> dict[str, Any]:
+    """What the spec alone renders: the values ``OWNED`` covers and ftlaunch's defaults."""
     spec, batch = resolved.spec, resolved.batch
     config: dict[str, Any] = {
         "train_batch_size": _or_auto(batch.global_batch),

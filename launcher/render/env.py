@@ -8,7 +8,11 @@ its own and ``ftlaunch logs --rank R`` can pick one rank out of any node's log.
 
 from __future__ import annotations
 
-from launcher.rules import Resolved
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from launcher.rules import Resolved
+
 
 RANK_PREFIX = "[rank${rank}]:"
 

@@ -6,9 +6,10 @@ where the recipe left the default, and refuses a conflicting explicit value befo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launcher.rules import Resolved
+if TYPE_CHECKING:
+    from launcher.rules import Resolved
 
 
 def render_trainer_overrides(resolved: Resolved) -> dict[str, Any]:
