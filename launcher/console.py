@@ -177,7 +177,7 @@ class Progress:
             tokens = self.tokens_per_second()
             if tokens:
                 parts.append(f"{compact(tokens)} tokens/s")
-        parts.append(format_seconds(elapsed))
+        parts.append(f"{format_seconds(elapsed)} elapsed")
         if done > 0 and stepping > 0 and self.max_steps and self.step < self.max_steps:
             parts.append(f"ETA {format_seconds((self.max_steps - self.step) * stepping / done)}")
         if self.phase != "training":
@@ -472,7 +472,7 @@ class Screen:
 
     def status(self, text: str) -> None:
         if self._live is not None:
-            self._live.update(self._text(text, style="bold"))
+            self._live.update(self._text(text, style="bold", no_wrap=True, overflow="ellipsis"))
 
     def stop(self) -> None:
         if self._live is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher import rundir
+from launcher import plot, rundir
 
 from .conftest import JOBS, REPO
 
@@ -146,6 +146,25 @@ def test_sigusr2_saves_at_the_step_it_arrived_and_resumes(
     assert rundir.read_json(attempt / rundir.STATUS)["state"] == "preempted"
     resume(run, e2e_env)
     assert_same_training(losses(rundir.attempt_path(run, 2)), reference[2], saved + 1)
+    assert_plotted(run, attempts=[losses(attempt), losses(rundir.attempt_path(run, 2))], resumed_at=saved)
+
+
+def assert_plotted(run: Path, attempts: list[dict[int, float]], resumed_at: int) -> None:
+    """``ftlaunch plot`` on the real run: one curve through both attempts (the second from the step
+    it resumed at), the takeover marked, and a PNG that is a drawn figure."""
+    out = run.parent / "plot.png"
+    argv = [sys.executable, "-m", "launcher", "plot", "--runs-dir", str(run.parent), run.name, "-o", str(out)]
+    subprocess.run(argv, cwd=REPO, check=True, capture_output=True)
+    (curve,) = plot.curves([run])
+    first, second = attempts
+    expected = {**{s: v for s, v in first.items() if s <= resumed_at}, **second}
+    assert {p.step: p.loss for p in curve.points} == expected
+    assert [p.attempt for p in curve.points] == [1 if s <= resumed_at else 2 for s in sorted(expected)]
+    assert curve.boundaries == (plot.Boundary(attempt=2, step=resumed_at, resumed=True),)
+    from matplotlib import image
+
+    pixels = image.imread(out)
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 400 and pixels.std() > 0.05
 
 
 def test_a_fresh_launch_into_used_checkpoints_is_refused(e2e_env: dict[str, str], tmp_path: Path) -> None:
