@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 LAUNCH_EXAMPLES = """\
 examples:
   ftlaunch --procs 2 --zero 2 jobs/sft.py                 # demo: 2 CPU processes, ZeRO-2, tiny model
-  ftlaunch --gpus 8 --zero 1 --global-batch 64 --micro-batch 2 recipe.py --model_name_or_path M
-  ftlaunch --gpus 8 --zero 3 --dry-run recipe.py          # print the files and the command only
+  ftlaunch --gpus 8 --zero 1 --global-batch 64 --micro-batch 2 jobs/sft.py --model_name_or_path M
+  ftlaunch --gpus 8 --zero 3 --dry-run jobs/sft.py        # print the files and the command only
   ftlaunch --job jobs/sft_demo.yaml --grad-accum 4        # a job spec, flags win
   ftlaunch configs --zero 2 --offload-optimizer cpu       # print the generated configs
-  ftlaunch --slurm --nodes 2 --gpus 8 --zero 3 --partition gpu --time 24:00:00 recipe.py
+  ftlaunch --slurm --nodes 2 --gpus 8 --zero 3 --partition gpu --time 24:00:00 jobs/sft.py
   ftlaunch --slurm --nodes 2 --procs 1 --zero 2 --wait jobs/sft.py --use_peft
   ftlaunch status                                         # runs, their state, step and loss
   ftlaunch logs RUN --follow                              # rank 0 of the newest attempt
