@@ -33,7 +33,7 @@ PEER_LOST = [
     "[rank0]:[rank0]: Traceback (most recent call last):",
     '[rank0]:[rank0]:   File "jobs/recipe.py", line 15, in <module>',
     "[rank0]:[rank0]:     dist.barrier()",
-    "[rank0]:[rank0]: RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:13702.",
+    "[rank0]:[rank0]: RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer [::1]:1370.",
 ]
 AGENT_FAILURE = [
     "E1201 19:25:37.083000 6633 torch/distributed/elastic/multiprocessing/api.py:984] failed (exitcode: 1)",
@@ -99,8 +99,8 @@ def test_torchruns_banner_and_harmless_mismatch_are_hidden(tmp_path: Path) -> No
     lines = [
         glog + "*****************************************",
         glog + "Setting OMP_NUM_THREADS environment variable for each process to be 1 in default",
-        "[rank0]:Gradient accumulation steps mismatch: GradientAccumulationPlugin has 1, DeepSpeed config has 4."
-        " Using DeepSpeed's value.",
+        "[rank0]:Gradient accumulation steps mismatch: GradientAccumulationPlugin has 1, "
+        "DeepSpeed config has 4. Using DeepSpeed's value.",
     ]
     _, shown = fed(lines, tmp_path)
     assert len(shown) == 1 and shown[0].startswith("warning (torchrun): Setting OMP_NUM_THREADS"), shown
