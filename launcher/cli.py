@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import console, control, envreport, jobfile, node, plot, redact, resume, rundir
+from launcher import console, control, envreport, jobfile, node, plot, preflight, redact, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
 from launcher.recipe import check_recipe, recipe_args_of, split_at_recipe
@@ -38,10 +38,12 @@ examples:
   ftlaunch status                                         # runs, their state, step and loss
   ftlaunch logs RUN --follow                              # rank 0 of the newest attempt
   ftlaunch resume RUN [--procs 1]                         # continue from the latest complete checkpoint
+  ftlaunch check recipe.py [recipe args]                  # what would crash the ranks, found before launch
   ftlaunch plot RUN [RUN...] -o loss.png                  # loss and learning rate against step
   ftlaunch env                                            # versions, GPUs, DeepSpeed ops, SLURM, variables
 
-subcommands: configs, status, logs, cancel, resume, plot, env (ftlaunch SUBCOMMAND --help); ftlaunch --version
+subcommands: configs, status, logs, cancel, resume, check, plot, env (ftlaunch SUBCOMMAND --help);
+ftlaunch --version
 """
 
 
@@ -195,7 +197,7 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
     """The one flow after deciding: plan, then print it, or write it and hand it to the backend.
     ``run_dir`` is called only once nothing can refuse any more, so a refusal leaves no folder."""
     backend = backend_for(resolved)
-    problems = backend.problems(resolved)
+    problems = backend.problems(resolved) + recipe_problems(resolved)
     if dry_run:
         the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
         print_dry_run(resolved, the_plan, [f"a real launch here would refuse: {p}" for p in problems])
@@ -215,6 +217,42 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
     finally:
         node.release_stop_signals()
     return follow(job, the_plan, wait=wait)
+
+
+def recipe_problems(resolved: Resolved) -> list[str]:
+    """The pre-flight of the recipe (``launcher.preflight``): what would crash every rank."""
+    spec = resolved.spec
+    assert spec.recipe is not None
+    where = preflight.where_for(spec.topology.on_cpu, spec.slurm.enabled)
+    return preflight.problems(spec.recipe, spec.args, where)
+
+
+def check_command(argv: list[str]) -> int:
+    parser = Parser(
+        prog="ftlaunch check",
+        description="Check a recipe without running it, as every launch does first: keywords and imports "
+        "that the installed transformers / TRL / peft / datasets renamed or removed (with what to write "
+        "instead), recipe arguments its TrlParser / HfArgumentParser would refuse, and values that cannot "
+        "work here (a CUDA-only optimizer on CPU processes, bf16 on GPUs without it, report_to "
+        "integrations not installed, local model or data paths that do not exist).",
+        epilog="examples:\n  ftlaunch check jobs/sft.py --use_peft --max_steps 10\n"
+        "  ftlaunch check --procs 2 my_tutorial_script.py     # as it would run on 2 CPU processes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--procs", metavar="N", action=Once, help="the run goes to N CPU processes per node")
+    parser.add_argument("--slurm", action="store_true", help="the run goes to SLURM (GPUs not known here)")
+    parser.add_argument("recipe", help="the training script")
+    parser.add_argument(
+        "recipe_args", nargs=argparse.REMAINDER, help="its arguments, as a launch passes them"
+    )
+    ns = parser.parse_args(argv)
+    check_recipe(LaunchSpec(recipe=ns.recipe))
+    where = preflight.where_for(on_cpu=ns.procs is not None, slurm=ns.slurm)
+    found = preflight.problems(ns.recipe, ns.recipe_args, where)
+    if found:
+        raise SpecError(found)
+    print(f"ftlaunch: {ns.recipe}: no problems found")
+    return 0
 
 
 def resumable_run(spec: LaunchSpec, name: str) -> Path | None:
@@ -438,5 +476,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "cancel": control.cancel,
     "resume": resume_command,
     "plot": plot.plot_command,
+    "check": check_command,
     "env": envreport.env_command,
 }
