@@ -15,7 +15,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import console, control, envreport, jobfile, node, plot, preflight, redact, resume, rundir
+from launcher import (
+    compare,
+    console,
+    control,
+    envreport,
+    jobfile,
+    node,
+    plot,
+    preflight,
+    redact,
+    resume,
+    rundir,
+)
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
 from launcher.recipe import check_recipe, recipe_args_of, split_at_recipe
@@ -39,10 +51,11 @@ examples:
   ftlaunch logs RUN --follow                              # rank 0 of the newest attempt
   ftlaunch resume RUN [--procs 1]                         # continue from the latest complete checkpoint
   ftlaunch check recipe.py [recipe args]                  # what would crash the ranks, found before launch
+  ftlaunch compare RUN_A RUN_B                            # same per-step losses on another topology?
   ftlaunch plot RUN [RUN...] -o loss.png                  # loss and learning rate against step
   ftlaunch env                                            # versions, GPUs, DeepSpeed ops, SLURM, variables
 
-subcommands: configs, status, logs, cancel, resume, check, plot, env (ftlaunch SUBCOMMAND --help);
+subcommands: configs, status, logs, cancel, resume, check, plot, compare, env (ftlaunch SUBCOMMAND --help);
 ftlaunch --version
 """
 
@@ -477,5 +490,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "resume": resume_command,
     "plot": plot.plot_command,
     "check": check_command,
+    "compare": compare.compare_command,
     "env": envreport.env_command,
 }
