@@ -27,6 +27,7 @@ from launcher import (
     redact,
     resume,
     rundir,
+    sizing,
 )
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
@@ -45,6 +46,8 @@ examples:
   ftlaunch --gpus 8 --zero 3 --dry-run jobs/sft.py        # print the files and the command only
   ftlaunch --job jobs/sft_demo.yaml --grad-accum 4        # a job spec, flags win
   ftlaunch configs --zero 2 --offload-optimizer cpu       # print the generated configs
+  ftlaunch --gpus 8 --zero auto --dry-run jobs/sft.py --model_name_or_path models/M  # stage that fits
+  ftlaunch estimate --model models/M --gpus 8             # memory per GPU, every ZeRO stage and offload
   ftlaunch --slurm --nodes 2 --gpus 8 --zero 3 --partition gpu --time 24:00:00 jobs/sft.py
   ftlaunch --slurm --nodes 2 --procs 1 --zero 2 --wait jobs/sft.py --use_peft
   ftlaunch status                                         # runs, their state, step and loss
@@ -55,8 +58,8 @@ examples:
   ftlaunch plot RUN [RUN...] -o loss.png                  # loss and learning rate against step
   ftlaunch env                                            # versions, GPUs, DeepSpeed ops, SLURM, variables
 
-subcommands: configs, status, logs, cancel, resume, check, plot, compare, env (ftlaunch SUBCOMMAND --help);
-ftlaunch --version
+subcommands: configs, estimate, status, logs, cancel, resume, check, plot, compare, env
+(ftlaunch SUBCOMMAND --help); ftlaunch --version
 """
 
 
@@ -187,7 +190,7 @@ def launch(argv: list[str]) -> int:
     recipe_args = recipe_args_of(parser, ns.recipe, rest) if ns.recipe is not None else []
     spec = conceal_secrets(spec_from_args(ns, ns.recipe, recipe_args))
     check_recipe(spec)
-    resolved = validate(spec)
+    resolved = validate(spec, sizing.gather(spec) if spec.zero.stage == "auto" else None)
     if ns.all_ranks:  # read by each node's supervisor (the environment reaches SLURM's nodes too)
         os.environ[console.MODE_ENV] = "all"
     if ns.wait and not spec.slurm.enabled:
@@ -367,8 +370,11 @@ def print_dry_run(resolved: Resolved, the_plan: Plan, notes: list[str]) -> None:
     print(f"# effective: {resolved.batch.describe()}")
     print(
         f"# precision: {spec.precision or 'from the recipe'}, zero stage: {spec.zero.stage}"
-        f"{' (plain DDP)' if spec.zero.stage == 0 else ''}, world size: {resolved.world_size}"
+        f"{' (plain DDP)' if spec.zero.stage == 0 else ''}{' (auto)' if resolved.zero_auto else ''}, "
+        f"world size: {resolved.world_size}"
     )
+    for line in resolved.zero_auto.reason if resolved.zero_auto else ():
+        print(f"# zero auto: {line}")
     print(f"# backend: {the_plan.backend}, nodes: {spec.topology.nodes} x {the_plan.per_node} processes")
     for note in notes:
         print(f"# note: {note}")
@@ -484,6 +490,7 @@ def write_presets(root: Path) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "configs": configs,
+    "estimate": sizing.estimate_command,
     "status": control.status,
     "logs": control.logs,
     "cancel": control.cancel,

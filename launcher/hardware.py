@@ -1,5 +1,5 @@
-"""What this machine has: usable CPU cores, and the GPUs ``nvidia-smi`` reports (the CLI never
-imports torch), narrowed to ``CUDA_VISIBLE_DEVICES`` whether it lists indices or UUIDs."""
+"""What this machine has: usable CPU cores and RAM, and the GPUs ``nvidia-smi`` reports (the CLI
+never imports torch), narrowed to ``CUDA_VISIBLE_DEVICES`` whether it lists indices or UUIDs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 
 from launcher.rules import Hardware
 
-QUERY = "--query-gpu=index,uuid,name,compute_cap"
+QUERY = "--query-gpu=index,uuid,name,compute_cap,memory.total"
 
 
 def probe() -> Hardware:
@@ -24,7 +24,8 @@ def probe() -> Hardware:
         rows = [r for r in rows if any(is_device(r, w) for w in wanted)]
         # MIG instances are listed by UUID only and are not rows of the GPU query: count them as given.
         rows += [["", w, "MIG device", "[N/A]"] for w in wanted if w.startswith("MIG-")]
-    return Hardware(tuple(r[2] for r in rows), tuple(capability(r[3]) for r in rows), cpus)
+    memory = tuple(mebibytes(r[4]) if len(r) > 4 else None for r in rows)
+    return Hardware(tuple(r[2] for r in rows), tuple(capability(r[3]) for r in rows), cpus, memory)
 
 
 def smi_rows() -> list[list[str]]:
@@ -38,7 +39,7 @@ def smi_rows() -> list[list[str]]:
     except (subprocess.SubprocessError, OSError, UnicodeDecodeError):
         return []
     rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
-    return [r for r in rows if len(r) == 4]
+    return [r for r in rows if len(r) in (4, 5)]  # 4: a driver that does not report the memory
 
 
 def is_device(row: list[str], wanted: str) -> bool:
@@ -52,6 +53,25 @@ def capability(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+def mebibytes(text: str) -> int | None:
+    """``81559 MiB`` (nvidia-smi's csv) in bytes; None for ``[N/A]``."""
+    number, _, unit = text.strip().partition(" ")
+    return int(number) * 2**20 if number.isdigit() and unit.strip() in ("MiB", "") else None
+
+
+def ram_bytes() -> int | None:
+    """This machine's RAM (``MemTotal``), None where ``/proc/meminfo`` cannot say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    value, _, unit = line.split(":", 1)[1].strip().partition(" ")
+                    return int(value) * 1024 if value.isdigit() and unit == "kB" else None
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def usable_cpus() -> int | None:

@@ -3,7 +3,8 @@
 ``validate`` turns a ``LaunchSpec`` into a ``Resolved`` spec or raises one ``SpecError`` with every
 problem found, each naming the flag the user typed (the YAML key is the flag without dashes).
 Nothing here touches the file system, the hardware or a heavy library: the hardware facts come in
-as a plain ``Hardware`` value so the same rules run in tests, in ``--dry-run`` and before a launch.
+as a plain ``Hardware`` value, and those ``--zero auto`` decides from as a ``Sizing`` value
+(``launcher.zeroauto``), so the same rules run in tests, in ``--dry-run`` and before a launch.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from launcher import passthrough
+from launcher import passthrough, zeroauto
 from launcher.errors import SpecError
+from launcher.recipeargs import recipe_flag_true, recipe_flag_value
 from launcher.spec import LaunchSpec, Leaf, clip, from_mapping, leaves, merge, to_dict
+from launcher.zeroauto import Sizing, ZeroAuto
 
 ZERO_STAGES = (0, 1, 2, 3)
 # Sanity bounds wherever the processes run (the machine's own limits are checked at the edge).
@@ -34,6 +37,7 @@ class Hardware:
     gpu_names: tuple[str, ...] = ()
     compute_capabilities: tuple[float | None, ...] = ()  # None: the driver did not say ([N/A])
     cpus: int | None = None  # usable CPU cores; None: not known
+    gpu_memory: tuple[int | None, ...] = ()  # bytes per GPU; None: the driver did not say
 
     @property
     def gpu_count(self) -> int:
@@ -73,39 +77,58 @@ class Resume:
 class Resolved:
     """A spec that passed every rule, with its derived numbers."""
 
-    spec: LaunchSpec
+    spec: LaunchSpec  # with the decided ZeRO stage and offload (never "auto")
     batch: BatchPlan
     resume: Resume | None = None
+    zero_auto: ZeroAuto | None = None  # set when --zero auto decided the stage
 
     @property
     def world_size(self) -> int:
         return self.spec.topology.world_size
 
     @property
+    def zero_stage(self) -> int:
+        stage = self.spec.zero.stage
+        assert isinstance(stage, int), "a Resolved spec holds the decided stage"
+        return stage
+
+    @property
     def uses_deepspeed(self) -> bool:
-        return self.spec.zero.stage > 0
+        return self.zero_stage > 0
 
     def to_dict(self) -> dict[str, Any]:
         """The decided values as JSON: what each rank reads instead of deciding again."""
         resume = dataclasses.asdict(self.resume) if self.resume else None
-        return {"spec": to_dict(self.spec), "batch": dataclasses.asdict(self.batch), "resume": resume}
+        out = {"spec": to_dict(self.spec), "batch": dataclasses.asdict(self.batch), "resume": resume}
+        if self.zero_auto is not None:  # only then: records of stages given by hand stay as they were
+            out["zero_auto"] = {**dataclasses.asdict(self.zero_auto), "reason": list(self.zero_auto.reason)}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> Resolved:
         resume = Resume(**data["resume"]) if data.get("resume") else None
-        return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]), resume)
+        auto = data.get("zero_auto")
+        zero_auto = ZeroAuto(**{**auto, "reason": tuple(auto["reason"])}) if auto else None
+        return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]), resume, zero_auto)
 
 
-def validate(spec: LaunchSpec) -> Resolved:
-    problems = topology_problems(spec) + zero_problems(spec) + scalar_problems(spec) + argument_problems(spec)
-    problems += precision_problems(spec) + qlora_problems(spec) + slurm_problems(spec)
+def validate(spec: LaunchSpec, sizing: Sizing | None = None) -> Resolved:
+    """Every rule, every problem at once. ``sizing``: the facts ``--zero auto`` needs (only a launch
+    gathers them); the stage it decides replaces "auto" in the resolved spec."""
+    problems = topology_problems(spec) + scalar_problems(spec) + argument_problems(spec)
     batch, batch_errors = resolve_batch(
         spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size
     )
-    problems += batch_errors + grpo_problems(spec, batch) + passthrough.problems(Resolved(spec, batch))
+    problems += zeroauto.memory_flag_problems(spec)
+    spec, zero_auto, auto_problems = zeroauto.decide(spec, batch.micro, sizing, bool(problems + batch_errors))
+    problems += (
+        auto_problems + zero_problems(spec) + precision_problems(spec) + qlora_problems(spec, zero_auto)
+    )
+    problems += slurm_problems(spec) + batch_errors + grpo_problems(spec, batch)
+    problems += passthrough.problems(Resolved(spec, batch))
     if problems:
         raise SpecError(problems)
-    return Resolved(spec, batch)
+    return Resolved(spec, batch, zero_auto=zero_auto)
 
 
 def topology_problems(spec: LaunchSpec) -> list[str]:
@@ -134,8 +157,8 @@ def topology_problems(spec: LaunchSpec) -> list[str]:
 
 def zero_problems(spec: LaunchSpec) -> list[str]:
     z = spec.zero
-    if z.stage not in ZERO_STAGES:
-        return [f"--zero {z.stage}: valid stages are 0 (plain DDP), 1, 2 and 3"]
+    if not isinstance(z.stage, int) or z.stage not in ZERO_STAGES:
+        return [f"--zero {z.stage}: valid stages are 0 (plain DDP), 1, 2 and 3, or auto"]
     problems = []
     if z.offload_optimizer != "none" and z.stage < 2:
         problems.append(
@@ -255,7 +278,7 @@ def precision_problems(spec: LaunchSpec) -> list[str]:
     return []
 
 
-def qlora_problems(spec: LaunchSpec) -> list[str]:
+def qlora_problems(spec: LaunchSpec, zero_auto: ZeroAuto | None = None) -> list[str]:
     """QLoRA under ZeRO-3 only works when the 4-bit storage dtype equals the model dtype."""
     if spec.zero.stage != 3 or not recipe_flag_true(spec.args, "--load_in_4bit"):
         return []
@@ -264,9 +287,14 @@ def qlora_problems(spec: LaunchSpec) -> list[str]:
     storage = recipe_flag_value(spec.args, "--bnb_4bit_quant_storage")
     if storage == needed:
         return []
+    stage, fix = (
+        ("ZeRO-3 (what --zero auto chose)", "add it")
+        if zero_auto
+        else ("--zero 3", "add it, or use --zero 2")
+    )
     return [
-        f"QLoRA (--load_in_4bit) with --zero 3 needs the recipe argument --bnb_4bit_quant_storage {needed} "
-        f"(to match precision {precision}; got {storage or 'unset'}); add it, or use --zero 2"
+        f"QLoRA (--load_in_4bit) with {stage} needs the recipe argument --bnb_4bit_quant_storage {needed} "
+        f"(to match precision {precision}; got {storage or 'unset'}); {fix}"
     ]
 
 
@@ -298,25 +326,6 @@ def grpo_problems(spec: LaunchSpec, batch: BatchPlan) -> list[str]:
         f"{per_generation} = {generation_batch} is not divisible by --num_generations {generations}; "
         "change --num_generations or the batch flags"
     ]
-
-
-def recipe_flag_value(args: tuple[str, ...], flag: str) -> str | None:
-    """The value of ``--flag VALUE`` or ``--flag=VALUE`` in the recipe's arguments (last one wins)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args) and not args[i + 1].startswith("--"):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def recipe_flag_true(args: tuple[str, ...], flag: str) -> bool:
-    """HfArgumentParser booleans: ``--flag``, ``--flag true`` or ``--flag=True`` all switch it on."""
-    if flag not in args and not any(a.startswith(flag + "=") for a in args):
-        return False
-    value = recipe_flag_value(args, flag)
-    return value is None or value.lower() in ("true", "1", "yes")
 
 
 def resolve_batch(
@@ -422,7 +431,13 @@ def resume_spec(spec: LaunchSpec, saved: Mapping[str, int | None]) -> tuple[Laun
     re-trains samples it has seen)."""
     problems = []
     stage = saved.get("zero_stage")
-    if stage is not None and not stages_compatible(stage, spec.zero.stage):
+    if spec.zero.stage == "auto" and stage is not None:  # a checkpoint loads under its own stage only
+        spec = merge(spec, {"zero.stage": stage})
+    if (
+        stage is not None
+        and isinstance(spec.zero.stage, int)
+        and not stages_compatible(stage, spec.zero.stage)
+    ):
         can = "--zero 1 or --zero 2" if stage in (1, 2) else f"--zero {stage}"
         problems.append(
             f"--zero {spec.zero.stage}: the checkpoint was saved under "

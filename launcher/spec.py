@@ -60,7 +60,13 @@ class Batch:
 
 @dataclass(frozen=True)
 class Zero:
-    stage: int = _opt("--zero", "DeepSpeed ZeRO stage 1, 2 or 3; 0 means plain DDP", default=0)
+    stage: int | Literal["auto"] = _opt(
+        "--zero",
+        "DeepSpeed ZeRO stage 1, 2 or 3; 0 means plain DDP; auto: the lowest stage, then the least "
+        "offload, whose memory estimate fits the GPUs (needs the model: --model, or the recipe's local "
+        "--model_name_or_path; see ftlaunch estimate)",
+        default=0,
+    )
     offload_optimizer: OffloadDevice = _opt(
         "--offload-optimizer", "offload optimizer states (ZeRO-2/3): none, cpu or nvme", default="none"
     )
@@ -106,6 +112,18 @@ class LaunchSpec:
     topology: Topology = field(default_factory=Topology)
     batch: Batch = field(default_factory=Batch)
     zero: Zero = field(default_factory=Zero)
+    model: str | None = _opt(
+        "--model",
+        "the model to size --zero auto for: a local model folder or its config.json (default: the "
+        "recipe's --model_name_or_path, if local or in the Hugging Face cache)",
+        metavar="PATH",
+    )
+    gpu_memory: str | None = _opt(
+        "--gpu-memory",
+        "memory of each GPU for --zero auto, e.g. 80GB, 80GiB or 81920MiB (default: nvidia-smi's, "
+        "on this machine)",
+        metavar="SIZE",
+    )
     precision: Precision | None = _opt("--precision", "bf16, fp16 or fp32 (default: the recipe's)")
     max_grad_norm: float | None = _opt("--max-grad-norm", "gradient clipping norm (default: the recipe's)")
     ds_config: str | None = _opt(

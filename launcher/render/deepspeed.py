@@ -101,10 +101,12 @@ def spec_config(resolved: Resolved) -> dict[str, Any]:
 
 
 def zero_section(zero: Zero, pin_memory: bool) -> dict[str, Any]:
-    section: dict[str, Any] = {"stage": zero.stage}
-    if zero.stage >= 2:
+    stage = zero.stage
+    assert isinstance(stage, int), "the rules decide --zero auto before anything is rendered"
+    section: dict[str, Any] = {"stage": stage}
+    if stage >= 2:
         section.update(overlap_comm=True, contiguous_gradients=True, reduce_bucket_size=AUTO)
-    if zero.stage == 3:
+    if stage == 3:
         section.update(
             stage3_prefetch_bucket_size=AUTO,
             stage3_param_persistence_threshold=AUTO,
