@@ -434,10 +434,14 @@ def describe(work: Workload) -> str:
     what = {"full": "full fine-tuning", "lora": f"LoRA r={work.lora_r}", "qlora": f"QLoRA r={work.lora_r}"}
     return (
         f"{what[work.method]} ({millions(work.trainable)} trainable of {millions(m.total)}), "
-        f"{work.precision}, "
-        f"world {work.world} ({work.nodes} node(s) x {work.per_node} GPUs), seq {work.seq_len} x micro "
-        f"{work.micro}, gradient checkpointing {'on' if work.checkpointing else 'off'}"
+        f"{work.precision}, world {work.world} ({plural(work.nodes, 'node')} x "
+        f"{plural(work.per_node, 'GPU')}), seq {work.seq_len} x micro {work.micro}, "
+        f"gradient checkpointing {'on' if work.checkpointing else 'off'}"
     )
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 def millions(n: float) -> str:
