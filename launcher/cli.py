@@ -368,9 +368,11 @@ def follow(job: Job, the_plan: Plan, wait: bool) -> int:
 def print_dry_run(resolved: Resolved, the_plan: Plan, notes: list[str]) -> None:
     spec = resolved.spec
     print(f"# effective: {resolved.batch.describe()}")
+    how = ["plain DDP"] if spec.zero.stage == 0 else []
+    how += ["chosen by --zero auto"] if resolved.zero_auto else []
+    described = f" ({', '.join(how)})" if how else ""
     print(
-        f"# precision: {spec.precision or 'from the recipe'}, zero stage: {spec.zero.stage}"
-        f"{' (plain DDP)' if spec.zero.stage == 0 else ''}{' (auto)' if resolved.zero_auto else ''}, "
+        f"# precision: {spec.precision or 'from the recipe'}, zero stage: {spec.zero.stage}{described}, "
         f"world size: {resolved.world_size}"
     )
     for line in resolved.zero_auto.reason if resolved.zero_auto else ():

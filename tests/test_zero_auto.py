@@ -192,7 +192,7 @@ def test_dry_run_shows_why(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> 
     argv = ["--gpus", "8", "--zero", "auto", "--gpu-memory", "80GB", "--dry-run", "recipe.py"]
     assert main([*argv, "--model_name_or_path", str(folder), *SHAPE]) == 0
     out = capsys.readouterr().out
-    assert "zero stage: 1 (auto), world size: 8" in out
+    assert "zero stage: 1 (chosen by --zero auto), world size: 8" in out
     assert "# zero auto: ZeRO-1: 41.0 GiB estimated per GPU, 67.1 GiB usable (90% of 74.5 GiB, " in out
     assert "needing more: ZeRO-0 (DDP) 128.9 GiB" in out
     assert (
