@@ -35,7 +35,7 @@ def assert_trained(launch: Launch, world: int, global_batch: int, stage: int) ->
     assert launch.json("status.json")["state"] == "finished"
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", [2])  # every stage trains on 2 processes in test_equivalence.py
 def test_sft_lora_two_processes(stage: int, e2e_env: dict[str, str], tmp_path: Path) -> None:
     launch = ftlaunch(
         f"--procs 2 --zero {stage} --micro-batch 2 --grad-accum 2",

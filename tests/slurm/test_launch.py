@@ -165,8 +165,8 @@ def test_time_limit_requeues_the_job_as_attempt_2(slurm_env: dict[str, str], tmp
     """The pre-emption signal's requeue is covered, with a checkpoint, by the test at the end."""
     runs, pids = tmp_path / "runs", tmp_path / "pids"
     pids.mkdir()
-    # With --time 3, SLURM sends the signal 90 s before the limit; submitit counts it as a time-out.
-    run = start_sleeper(slurm_env, runs, pids, ["--time", "3"])
+    # With --time 2, SLURM sends the signal 90 s before the limit (30 s in); submitit counts it as a time-out.
+    run = start_sleeper(slurm_env, runs, pids, ["--time", "2"])
     job = run.job_ids[0]
     first = {p.name: p.read_text() for p in pids.glob("*.pid")}
     second = rundir.attempt_path(run.path, 2)
