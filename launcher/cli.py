@@ -213,11 +213,14 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
     """The one flow after deciding: plan, then print it, or write it and hand it to the backend.
     ``run_dir`` is called only once nothing can refuse any more, so a refusal leaves no folder."""
     backend = backend_for(resolved)
-    problems = backend.problems(resolved) + recipe_problems(resolved)
+    refusals, notes = recipe_findings(resolved)
+    problems = backend.problems(resolved) + refusals
     if dry_run:
         the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
-        print_dry_run(resolved, the_plan, [f"a real launch here would refuse: {p}" for p in problems])
+        print_dry_run(resolved, the_plan, [f"a real launch here would refuse: {p}" for p in problems] + notes)
         return 0
+    for note in notes:
+        print(f"ftlaunch: note: {note}", file=sys.stderr)
     from launcher import libcheck  # DeepSpeed's and accelerate's own checks import torch: never on a dry run
 
     problems = problems or libcheck.problems(resolved)
@@ -235,12 +238,13 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
     return follow(job, the_plan, wait=wait)
 
 
-def recipe_problems(resolved: Resolved) -> list[str]:
-    """The pre-flight of the recipe (``launcher.preflight``): what would crash every rank."""
+def recipe_findings(resolved: Resolved) -> tuple[list[str], list[str]]:
+    """The pre-flight of the recipe (``launcher.preflight``): what would crash every rank, and notes."""
     spec = resolved.spec
     assert spec.recipe is not None
-    where = preflight.where_for(spec.topology.on_cpu, spec.slurm.enabled)
-    return preflight.problems(spec.recipe, spec.args, where)
+    offload = spec.zero.offload_optimizer != "none"
+    where = preflight.where_for(spec.topology.on_cpu, spec.slurm.enabled, offload)
+    return preflight.findings(spec.recipe, spec.args, where)
 
 
 def check_command(argv: list[str]) -> int:
@@ -264,7 +268,9 @@ def check_command(argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     check_recipe(LaunchSpec(recipe=ns.recipe))
     where = preflight.where_for(on_cpu=ns.procs is not None, slurm=ns.slurm)
-    found = preflight.problems(ns.recipe, ns.recipe_args, where)
+    found, notes = preflight.findings(ns.recipe, ns.recipe_args, where)
+    for note in notes:
+        print(f"ftlaunch: note: {note}", file=sys.stderr)
     if found:
         raise SpecError(found)
     print(f"ftlaunch: {ns.recipe}: no problems found")

@@ -96,3 +96,30 @@ def test_global_batch_that_the_recipe_micro_batch_cannot_reach(tmp_path: Path, a
 def test_world_size_other_than_the_spec_is_refused(tmp_path: Path, as_rank: Any) -> None:
     with pytest.raises(SpecError, match="3 processes but the spec says world size 2"):
         as_rank(trl.SFTConfig(use_cpu=True), resolved(), tmp_path, world=3)
+
+
+def offloaded() -> Resolved:
+    return validate(LaunchSpec(topology=Topology(procs=2), zero=Zero(stage=2, offload_optimizer="cpu")))
+
+
+def test_offloaded_steps_run_the_fused_optimizer_unless_the_recipe_chose(
+    tmp_path: Path, as_rank: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With offload the optimizer step is on the CPU: the recipe's default becomes torch's fused AdamW
+    (fastest measured), its hyperparameters still the trainer's; an explicit choice is the recipe's to
+    keep, with its cost said, never refused; without offload nothing changes."""
+
+    def optim(args: Any) -> str:
+        return str(getattr(args.optim, "value", args.optim))
+
+    default = trl.SFTConfig(use_cpu=True, learning_rate=3e-4, adam_beta2=0.95, weight_decay=0.1)
+    as_rank(default, offloaded(), tmp_path / "attempts" / "1")
+    assert optim(default) == "adamw_torch_fused"
+    assert (default.learning_rate, default.adam_beta2, default.weight_decay) == (3e-4, 0.95, 0.1)
+    explicit = trl.SFTConfig(use_cpu=True, optim="adamw_torch")
+    as_rank(explicit, offloaded(), tmp_path / "attempts" / "1")
+    assert optim(explicit) == "adamw_torch"
+    assert "optim='adamw_torch' is kept" in capsys.readouterr().err
+    untouched = trl.SFTConfig(use_cpu=True, optim="adamw_torch")
+    as_rank(untouched, resolved(), tmp_path / "attempts" / "1")
+    assert optim(untouched) == "adamw_torch"

@@ -166,3 +166,23 @@ def test_check_subcommand_passes_a_good_recipe(tmp_path: Path) -> None:
     )
     assert done.returncode == 0 and "no problems found" in done.stdout, done.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_a_slow_cpu_optimizer_under_offload_is_a_note_not_a_refusal(tmp_path: Path) -> None:
+    offloaded = preflight.Where(on_cpu=True, capabilities=None, cwd=REPO, offload_optimizer=True)
+    (finding,) = preflight.check(REPO / "jobs" / "sft.py", ["--optim", "adamw_torch"], offloaded)
+    assert finding.note and "adamw_torch_fused" in finding.message
+    assert preflight.check(REPO / "jobs" / "sft.py", ["--optim", "adamw_torch"], HERE) == []
+    argv = [
+        "--procs",
+        "2",
+        "--zero",
+        "2",
+        "--offload-optimizer",
+        "cpu",
+        "--dry-run",
+        str(REPO / "jobs" / "sft.py"),
+    ]
+    done = ftlaunch(*argv, "--optim", "adamw_torch", cwd=tmp_path)
+    assert done.returncode == 0 and "# note: " in done.stdout and "about 4x slower" in done.stdout
+    assert '"optim": "adamw_torch_fused"' in done.stdout, "the trainer overrides carry ftlaunch's choice"
