@@ -39,7 +39,8 @@ def launch(
 ) -> Path:
     procs, micro, accumulation = TOPOLOGIES[topology]
     batch = ["--global-batch", str(global_batch)] if global_batch else ["--grad-accum", str(accumulation)]
-    name = f"{method}-{topology}-zero{stage}{f'-global{global_batch}' if global_batch else ''}{''.join('-' + f.strip('-') for f in flags)}"
+    suffix = f"-global{global_batch}" if global_batch else ""
+    name = f"{method}-{topology}-zero{stage}{suffix}" + "".join("-" + f.strip("-") for f in flags)
     argv = [
         *f"--runs-dir {runs} --name {name} --procs {procs} --zero {stage} --precision fp32".split(),
         *flags,
