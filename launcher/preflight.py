@@ -115,6 +115,8 @@ def check(path: Path, args: Sequence[str], where: Where) -> list[Finding]:
         recipe = Recipe.read(path)
     except SyntaxError as err:  # every rank would die on it too
         return [Finding(err.lineno or 1, f"the recipe is not valid Python: {err.msg}")]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []  # unreadable here: the launch's own checks say so; nothing to add
     found = [*imports(recipe), *calls(recipe, where), *recipe_arguments(recipe, args, where)]
     return sorted(set(found), key=lambda f: (f.line, f.message))
 

@@ -186,3 +186,11 @@ def test_a_slow_cpu_optimizer_under_offload_is_a_note_not_a_refusal(tmp_path: Pa
     done = ftlaunch(*argv, "--optim", "adamw_torch", cwd=tmp_path)
     assert done.returncode == 0 and "# note: " in done.stdout and "about 4x slower" in done.stdout
     assert '"optim": "adamw_torch_fused"' in done.stdout, "the trainer overrides carry ftlaunch's choice"
+
+
+def test_a_recipe_that_cannot_be_read_here_gets_no_finding(tmp_path: Path) -> None:
+    """(A resume from another folder, say: the launch's own checks name the missing recipe.)"""
+    assert preflight.check(tmp_path / "gone.py", [], HERE) == []
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(b"\xff\xfe\x00")
+    assert preflight.check(binary, [], HERE) == []
