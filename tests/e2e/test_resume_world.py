@@ -34,8 +34,9 @@ def command(runs: Path, procs: int, stage: int, lora: bool) -> list[str]:
 
 @pytest.mark.parametrize(
     ("stage", "lora", "saved_on", "resumed_on"),
-    [(2, False, 2, 1), (3, False, 2, 1), (3, False, 1, 2), (2, True, 2, 1)],
-    ids=["zero2-full-2to1", "zero3-full-2to1", "zero3-full-1to2", "zero2-lora-2to1"],
+    # ZeRO-2 full 2 -> 1 is covered by ZeRO-2 LoRA 2 -> 1 (the same conversion) and ZeRO-3 full 2 -> 1.
+    [(3, False, 2, 1), (3, False, 1, 2), (2, True, 2, 1)],
+    ids=["zero3-full-2to1", "zero3-full-1to2", "zero2-lora-2to1"],
 )
 def test_resume_on_another_world_size_keeps_the_global_batch_and_the_losses(
     stage: int, lora: bool, saved_on: int, resumed_on: int, e2e_env: dict[str, str], tmp_path: Path
