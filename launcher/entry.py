@@ -219,7 +219,7 @@ def keep_recipes_choice(key: str, have: Any, want: Any) -> None:
     if rank() == 0:
         print(
             f"ftlaunch: the recipe's {key}={str(getattr(have, 'value', have))!r} is kept; with optimizer "
-            f"offload the step runs on the CPU, where {want!r} measured about 4x faster than torch's "
+            f"offload the step runs on the CPU, where {want!r} measured about 3x faster than torch's "
             "for-loop AdamW (bench/offload_step.py); drop it from the recipe to get the faster one",
             file=sys.stderr,
             flush=True,

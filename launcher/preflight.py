@@ -312,7 +312,7 @@ def optimizer(name: str, line: int, where: Where, label: str) -> Iterator[Findin
         yield Finding(
             line,
             f"{label} with optimizer offload: the step runs on the CPU, where this one measured "
-            f"about 4x slower than {FAST_CPU_OPTIMIZER} (bench/offload_step.py); kept as the recipe "
+            f"about 3x slower than {FAST_CPU_OPTIMIZER} (bench/offload_step.py); kept as the recipe "
             "asks (drop it to get the fast one)",
             note=True,
         )
