@@ -15,20 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher import (
-    compare,
-    console,
-    control,
-    envreport,
-    jobfile,
-    node,
-    plot,
-    preflight,
-    redact,
-    resume,
-    rundir,
-    sizing,
-)
+from launcher import control, jobfile, node, preflight, redact, resume, rundir
 from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
 from launcher.recipe import check_recipe, recipe_args_of, split_at_recipe
@@ -66,6 +53,8 @@ subcommands: configs, estimate, status, logs, cancel, resume, check, plot, compa
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--version"]:
+        from launcher import envreport
+
         print(f"ftlaunch {envreport.version()}")
         return 0
     command = COMMANDS.get(args[0]) if args else None
@@ -190,9 +179,11 @@ def launch(argv: list[str]) -> int:
     recipe_args = recipe_args_of(parser, ns.recipe, rest) if ns.recipe is not None else []
     spec = conceal_secrets(spec_from_args(ns, ns.recipe, recipe_args))
     check_recipe(spec)
-    resolved = validate(spec, sizing.gather(spec) if spec.zero.stage == "auto" else None)
+    resolved = validate(spec, gather_sizing(spec) if spec.zero.stage == "auto" else None)
     if ns.all_ranks:  # read by each node's supervisor (the environment reaches SLURM's nodes too)
-        os.environ[console.MODE_ENV] = "all"
+        from launcher.console import MODE_ENV
+
+        os.environ[MODE_ENV] = "all"
     if ns.wait and not spec.slurm.enabled:
         raise SpecError(["--wait only applies to --slurm jobs (a local launch always runs to its end)"])
     name = spec.name or Path(spec.recipe or "run").stem
@@ -347,6 +338,8 @@ def write_plan(the_plan: Plan, resolved: Resolved) -> None:
         )
     attempt_dir = rundir.write_attempt(run_dir, the_plan.attempt, the_plan.files())
     rundir.write_json(attempt_dir / rundir.HOST_ENV, rundir.recorded_env(os.environ))
+    from launcher import envreport
+
     rundir.write_json(attempt_dir / rundir.ENVIRONMENT, envreport.at_launch(the_plan))
 
 
@@ -496,15 +489,34 @@ def write_presets(root: Path) -> int:
     return write_files({root / path: text for path, text in preset_texts().items()}, force=True)
 
 
+def lazy(module: str, function: str) -> Callable[[list[str]], int]:
+    """A subcommand whose module is imported only when it runs: ``--help``, a dry run and a launch
+    never pay for estimate, plot, compare or env."""
+
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(f"launcher.{module}"), function)(argv))
+
+    return run
+
+
+def gather_sizing(spec: LaunchSpec) -> Any:
+    """The facts ``--zero auto`` decides from (model size, GPU memory), gathered at the edge."""
+    from launcher import sizing
+
+    return sizing.gather(spec)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "configs": configs,
-    "estimate": sizing.estimate_command,
+    "estimate": lazy("sizing", "estimate_command"),
     "status": control.status,
     "logs": control.logs,
     "cancel": control.cancel,
     "resume": resume_command,
-    "plot": plot.plot_command,
+    "plot": lazy("plot", "plot_command"),
     "check": check_command,
-    "compare": compare.compare_command,
-    "env": envreport.env_command,
+    "compare": lazy("compare", "compare_command"),
+    "env": lazy("envreport", "env_command"),
 }
