@@ -72,12 +72,11 @@ def machine() -> str:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file another process may be rewriting: {} while it is absent or half-written."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    """A JSON file another process may be rewriting: {} while it is absent or half-written (the
+    run folder's own reader; ``launcher.rundir`` imports only the standard library)."""
+    from launcher.rundir import read_json_quiet
+
+    return read_json_quiet(path)
 
 
 def metrics(attempt: Path) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from launcher.spec import LaunchSpec, clip, coerce, from_mapping, leaves, merge,
 
 if TYPE_CHECKING:
     from launcher.backends.base import Job, Plan
+    from launcher.zeroauto import Sizing
 
 LAUNCH_EXAMPLES = """\
 examples:
@@ -501,7 +502,7 @@ def lazy(module: str, function: str) -> Callable[[list[str]], int]:
     return run
 
 
-def gather_sizing(spec: LaunchSpec) -> Any:
+def gather_sizing(spec: LaunchSpec) -> Sizing:
     """The facts ``--zero auto`` decides from (model size, GPU memory), gathered at the edge."""
     from launcher import sizing
 
