@@ -93,7 +93,9 @@ def test_an_op_cache_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
 
 def test_a_stop_signal_during_a_build_releases_the_lock(tmp_path: Path) -> None:
     """torch's real ``_jit_compile`` with its build step replaced by a slow child: SIGTERM, twice as
-    a rank gets it (supervisor and torchrun), ends the rank with 143, lock removed, child ended."""
+    a rank gets it (supervisor and torchrun), ends the rank, lock removed, child ended. The first
+    signal unwinds the build (exit 143); a second one that lands after the unwinding restored the
+    default action ends the process by the signal itself: both are the stop the rank was asked for."""
     source = tmp_path / "op.cpp"
     source.write_text("int op;\n")
     build = tmp_path / "ext" / "op"
@@ -118,7 +120,7 @@ def test_a_stop_signal_during_a_build_releases_the_lock(tmp_path: Path) -> None:
         assert opcache.launch_problems({"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}) == []
         builder.send_signal(signal.SIGTERM)
         builder.send_signal(signal.SIGTERM)
-        assert builder.wait(timeout=30) == 128 + signal.SIGTERM
+        assert builder.wait(timeout=30) in (128 + signal.SIGTERM, -signal.SIGTERM)
     finally:
         builder.kill()
     assert not lock.exists()
