@@ -76,26 +76,37 @@ def resume(run: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def assert_same_training(resumed: dict[int, float], reference: dict[int, float], first: int) -> None:
+    """The resumed attempt runs every remaining step, and each step the reference also ran (at least
+    two) has its loss: weights, optimizer, schedule or data order restored wrongly show at once."""
     assert sorted(resumed) == list(range(first, STEPS + 1)), sorted(resumed)
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(reference[step], abs=1e-6, rel=0), f"step {step}"
+    shared = [step for step in resumed if step in reference]
+    assert len(shared) >= 2, f"only steps {shared} to compare"
+    for step in shared:
+        assert resumed[step] == pytest.approx(reference[step], abs=1e-6, rel=0), f"step {step}"
 
 
 @pytest.fixture(scope="module")
 def reference(
     e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[int, dict[int, float]]:
-    """Uninterrupted runs, per ZeRO stage, computed once."""
-    cache: dict[int, dict[int, float]] = {}
+    """Uninterrupted curves per ZeRO stage. A killed first attempt is one up to its kill (same command,
+    same seed), so the SIGKILL tests record theirs here and nothing trains twice; a stage nobody has
+    recorded runs to the end once."""
 
     class Lazy(dict):  # type: ignore[type-arg]
         def __missing__(self, stage: int) -> dict[int, float]:
             runs = tmp_path_factory.mktemp(f"reference{stage}")
             run_to_end(command(runs, stage), e2e_env)
-            cache[stage] = losses(rundir.list_runs(runs)[-1].latest.path)  # type: ignore[union-attr]
-            return cache[stage]
+            self[stage] = losses(rundir.list_runs(runs)[-1].latest.path)  # type: ignore[union-attr]
+            return self[stage]  # type: ignore[no-any-return]
 
     return Lazy()
+
+
+# Killed here: the newest checkpoint is step 12 (8 when it loses its marker), so the resumed attempt
+# repeats steps the first one ran (13 and 14: the restored weights, then the restored optimizer and
+# schedule), and the next save (16) is two steps away.
+KILL_AFTER = 3 * SAVE_EVERY + 2
 
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
@@ -105,13 +116,14 @@ def test_sigkill_then_resume_trains_like_an_uninterrupted_run(
     runs = tmp_path / "runs"
     proc = start(command(runs, stage), e2e_env)
     try:
-        wait_for_step(runs, 3 * SAVE_EVERY + 1)
+        first_attempt = wait_for_step(runs, KILL_AFTER)
     finally:
         kill_everything(proc)
+    reference.setdefault(stage, losses(first_attempt))
     run = rundir.list_runs(runs)[-1].path
-    checkpoints = sorted(
-        (run / rundir.CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])
-    )
+    saved = (run / rundir.CHECKPOINTS).glob("checkpoint-*")
+    complete = (c for c in saved if (c / "ftlaunch_complete.json").exists())
+    checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
     newest = checkpoints[-1]
     if stage == 2:
         # The newest checkpoint loses its completion marker, as if the node died while saving it.

@@ -1,7 +1,7 @@
 """Resume on a different world size: the global batch is kept (accumulation rescaled), DeepSpeed's
 checkpoint is converted to a universal one and loaded for that attempt only, and every resumed step
-matches an uninterrupted run at the new size (full fine-tunes, so DeepSpeed's ZeRO-3 step-counter
-bug would show; and LoRA)."""
+matches the uninterrupted run (full fine-tunes, so DeepSpeed's ZeRO-3 step-counter bug would show;
+and LoRA)."""
 
 from __future__ import annotations
 
@@ -41,13 +41,12 @@ def command(runs: Path, procs: int, stage: int, lora: bool) -> list[str]:
 def test_resume_on_another_world_size_keeps_the_global_batch_and_the_losses(
     stage: int, lora: bool, saved_on: int, resumed_on: int, e2e_env: dict[str, str], tmp_path: Path
 ) -> None:
-    reference_runs = tmp_path / "reference"
-    run_to_end(command(reference_runs, resumed_on, stage, lora), e2e_env)
-    reference = losses(rundir.list_runs(reference_runs)[-1].latest.path)  # type: ignore[union-attr]
-
     runs = tmp_path / "runs"
     run_to_end(command(runs, saved_on, stage, lora), e2e_env)
     run = rundir.list_runs(runs)[-1].path
+    # The uninterrupted curve: this run went on to the end. At the same global batch another world
+    # size trains the same within ~2e-7 (test_equivalence.py), so it is the reference at either size.
+    reference = losses(rundir.attempt_path(run, 1))
     # As if the job had been stopped after step 2 x SAVE_EVERY: later checkpoints never happened.
     for later in (run / rundir.CHECKPOINTS).glob("checkpoint-*"):
         if int(later.name.split("-")[1]) > 2 * SAVE_EVERY:

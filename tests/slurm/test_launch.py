@@ -209,10 +209,11 @@ def test_preempted_job_saves_requeues_and_resumes_by_itself(
     slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
     """USR2 (what SLURM sends before pre-emption): every rank saves at the step it arrived, submitit
-    requeues the job, and attempt 2 resumes from that checkpoint and ends as an uninterrupted run."""
-    flags = [
-        "--procs",
-        "2",
+    requeues the job, and attempt 2 resumes from that checkpoint and runs the remaining steps. That a
+    save-on-signal resume trains exactly like an uninterrupted run is asserted, loss by loss, in
+    tests/e2e/test_resume.py (the same entry and saving code, without the queue)."""
+    # 2 nodes x 1 process, micro 2 x accumulation 2: global batch 4, a save every 8 steps.
+    batch = [
         "--zero",
         "2",
         "--micro-batch",
@@ -225,17 +226,9 @@ def test_preempted_job_saves_requeues_and_resumes_by_itself(
         "8",
     ]
     train = ["--max_steps", "24", "--logging_steps", "1", "--report_to", "none", "--learning_rate", "1e-3"]
-    reference_runs = tmp_path / "reference"
-    reference = ftlaunch(
-        ["--runs-dir", str(reference_runs), *flags, str(JOBS / "sft.py"), *train], slurm_env, REPO
-    )
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    expected = losses(only_run(reference_runs).latest.path)  # type: ignore[union-attr]
-
     runs = tmp_path / "runs"
     slurm_flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug"]
-    same_batch = flags[2:]  # 2 nodes x 1 process: the same world size and global batch
-    argv = ["--runs-dir", str(runs), *slurm_flags, *same_batch, str(JOBS / "sft.py"), *train]
+    argv = ["--runs-dir", str(runs), *slurm_flags, *batch, str(JOBS / "sft.py"), *train]
     started = ftlaunch(argv, slurm_env, REPO)
     assert started.returncode == 0, started.stderr
     run = only_run(runs)
@@ -256,7 +249,4 @@ def test_preempted_job_saves_requeues_and_resumes_by_itself(
     assert rundir.read_json(first / rundir.STATUS)["state"] == "requeued"
     assert len(only_run(runs).job_ids) == 1, "a requeue is the same job"
     assert rundir.read_json(second / "decided.json")["resume"]["step"] == saved
-    resumed = losses(second)
-    assert sorted(resumed) == list(range(saved + 1, 25))
-    for step, loss in resumed.items():
-        assert loss == pytest.approx(expected[step], rel=1e-5), f"step {step}"
+    assert sorted(losses(second)) == list(range(saved + 1, 25))
