@@ -21,9 +21,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from launcher import console, rundir
+from launcher import rundir
+
+if TYPE_CHECKING:
+    from launcher import console
 
 GRACE_SECONDS = 10.0
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: not finished, nothing lost, resumable
@@ -125,10 +128,9 @@ def supervise(
         return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
     exit_code = 1
     me = os.getpid()
-    everything = console.wants_everything(os.environ)
     shown: console.Console | None = None
+    screen: console.Screen | None = None
     log_path = attempt_dir / rundir.LOGS / f"node{node_rank}.log"
-    screen = console.Screen(sys.stdout, live=own_signals and sys.stdout.isatty() and not everything)
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -144,6 +146,11 @@ def supervise(
         if own_signals:
             release_stop_signals()  # a signal held until now is handled here, the tree known
         log = open(log_path, "ab")  # noqa: SIM115 (closed below)
+        # The console (and rich, on a terminal) loads while the ranks start, not before.
+        from launcher import console
+
+        everything = console.wants_everything(os.environ)
+        screen = console.Screen(sys.stdout, live=own_signals and sys.stdout.isatty() and not everything)
         shown = console.Console(
             attempt_dir, screen.show, screen.status if screen.live else None, everything, interrupted.is_set
         )
@@ -158,7 +165,8 @@ def supervise(
         log.close()
     finally:
         CURRENT = None
-        screen.stop()
+        if screen is not None:
+            screen.stop()
         tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
     verdict = judge(attempt_dir, node_rank, world_size, exit_code, interrupted.signum)
     if verdict.state == "failed" and shown is not None:

@@ -13,13 +13,14 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launcher import passthrough, zeroauto
 from launcher.errors import SpecError
 from launcher.recipeargs import recipe_flag_true, recipe_flag_value
 from launcher.spec import LaunchSpec, Leaf, clip, from_mapping, leaves, merge, to_dict
-from launcher.zeroauto import Sizing, ZeroAuto
+
+if TYPE_CHECKING:  # loaded where a launch is validated, not by every rank that reads a decision
+    from launcher.zeroauto import Sizing, ZeroAuto
 
 ZERO_STAGES = (0, 1, 2, 3)
 # Sanity bounds wherever the processes run (the machine's own limits are checked at the edge).
@@ -108,6 +109,8 @@ class Resolved:
     def from_dict(cls, data: Mapping[str, Any], source: str) -> Resolved:
         resume = Resume(**data["resume"]) if data.get("resume") else None
         auto = data.get("zero_auto")
+        from launcher.zeroauto import ZeroAuto
+
         zero_auto = ZeroAuto(**{**auto, "reason": tuple(auto["reason"])}) if auto else None
         return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]), resume, zero_auto)
 
@@ -115,6 +118,8 @@ class Resolved:
 def validate(spec: LaunchSpec, sizing: Sizing | None = None) -> Resolved:
     """Every rule, every problem at once. ``sizing``: the facts ``--zero auto`` needs (only a launch
     gathers them); the stage it decides replaces "auto" in the resolved spec."""
+    from launcher import passthrough, zeroauto
+
     problems = topology_problems(spec) + scalar_problems(spec) + argument_problems(spec)
     batch, batch_errors = resolve_batch(
         spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size

@@ -16,8 +16,6 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from launcher.render.accelerate import render_accelerate
 from launcher.render.deepspeed import render_deepspeed
 from launcher.render.env import render_env
@@ -55,6 +53,8 @@ def render_all(resolved: Resolved, deepspeed_path: str = DEEPSPEED_FILE) -> Rend
 
 
 def yaml_text(data: dict[str, Any]) -> str:
+    import yaml  # loaded by the launcher when it writes the files, not by every rank that reads names here
+
     return yaml.safe_dump(data, sort_keys=False)
 
 
