@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolved = Resolved.from_dict(rundir.read_json(decided), str(decided))
     overrides = rundir.read_json(attempt_dir / TRAINER_FILE)
     if resolved.uses_deepspeed:
-        opcache.guard_builds()
+        opcache.guard_builds_once_loaded()
     init_deepspeed_on_cpu(resolved)
     install_guard(resolved, overrides, attempt_dir)
     install_recorder(attempt_dir)

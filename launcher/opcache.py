@@ -13,6 +13,10 @@ The launch-side half reads only the file system and /proc: it never imports torc
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import signal
 import sys
@@ -139,11 +143,53 @@ def launch_problems(env: Mapping[str, str]) -> list[str]:
 # ---------------------------------------------------------------- in the ranks
 
 
+CPP_EXTENSION = "torch.utils.cpp_extension"
+
+
+def guard_builds_once_loaded() -> None:
+    """``guard_builds`` as soon as something loads torch's extension loader, not before. DeepSpeed
+    loads it only to build or load an op, and importing it (with setuptools) costs ~0.1 s per rank:
+    a launch that needs no op (ZeRO on CPU with torch's optimizer) should not pay for the guard."""
+    if CPP_EXTENSION in sys.modules:
+        guard_builds()
+    elif not any(isinstance(finder, GuardOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, GuardOnImport())
+
+
+class GuardOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when torch's extension loader is imported, it lets the other finders
+    find it and guards it right after the module has run, before the importer gets it."""
+
+    def find_spec(
+        self, name: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != CPP_EXTENSION:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        run_module = loader.exec_module
+
+        def run_then_guard(module: Any) -> None:
+            run_module(module)
+            guard_builds()
+
+        loader.exec_module = run_then_guard  # type: ignore[method-assign]
+        return spec
+
+
 def guard_builds() -> None:
     """Make torch's JIT builds release their lock when stopped, and say when a rank waits on one.
     Idempotent."""
-    import torch.utils.cpp_extension as cpp_extension
     from torch.utils.file_baton import FileBaton
+
+    # Read from sys.modules: called from GuardOnImport, the module is loaded but not yet an
+    # attribute of torch.utils.
+    if CPP_EXTENSION not in sys.modules:
+        importlib.import_module(CPP_EXTENSION)
+    cpp_extension: Any = sys.modules[CPP_EXTENSION]
 
     if getattr(cpp_extension._jit_compile, GUARDED, False):
         return

@@ -104,8 +104,10 @@ def test_a_stop_signal_during_a_build_releases_the_lock(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import subprocess, torch.utils.cpp_extension as ce; from launcher import opcache; "
-            "opcache.guard_builds(); opcache.guard_builds(); "
+            # As a rank does it: the guard is set up before torch's extension loader is imported.
+            "import subprocess; from launcher import opcache; "
+            "opcache.guard_builds_once_loaded(); opcache.guard_builds_once_loaded(); "
+            "import torch.utils.cpp_extension as ce; "
             "ce._write_ninja_file_and_build_library = lambda **kw: subprocess.run(['sleep', '60']); "
             f"ce.load('op', [{str(source)!r}], build_directory={str(build)!r})",
         ]
