@@ -12,6 +12,7 @@ per rank tells the launcher that training finished, whatever the exit code at sh
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import runpy
 import signal
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(attempt_dir, err)
     mark_done(attempt_dir)
     close_process_group()
+    skip_exit_collections()
     return 0
 
 
@@ -377,6 +379,18 @@ def say_phase(attempt_dir: Path, phase: str, **fields: Any) -> None:
 
 
 # ---------------------------------------------------------------- completion
+
+
+def skip_exit_collections() -> None:
+    """Interpreter exit after training spends 1-2 s per rank in the garbage collector: as it tears the
+    modules down it walks, several times over, the millions of objects torch, transformers and
+    DeepSpeed keep, to find next to nothing. One collection now runs every finalizer the first of
+    those would (an unclosed file in a reference cycle still gets flushed); freezing the survivors
+    then keeps the later passes off them. atexit handlers (wandb's, for one) run as before; what is
+    skipped is finalizers of cycles that only become garbage during teardown, which Python never
+    promises to run at exit. Measured (bench/RESULTS.md): the job ends about a second sooner."""
+    gc.collect()
+    gc.freeze()
 
 
 def mark_done(attempt_dir: Path) -> None:
