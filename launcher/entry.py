@@ -65,7 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(attempt_dir, err)
     mark_done(attempt_dir)
     close_process_group()
-    skip_exit_collections()
     return 0
 
 
@@ -170,11 +169,23 @@ def install_guard(resolved: Resolved, overrides: dict[str, Any], attempt_dir: Pa
 
     def guarded_post_init(self: Any) -> None:
         reconcile(self, resolved, overrides, attempt_dir)
+        freeze_the_libraries()
         original(self)  # type: ignore[no-untyped-call]
         record_effective(self, resolved, attempt_dir)
         say_phase(attempt_dir, "loading the model and data")
 
     TrainingArguments.__post_init__ = guarded_post_init  # type: ignore[method-assign]
+
+
+def freeze_the_libraries() -> None:
+    """Called once, when the recipe builds its trainer arguments: its imports are done (TRL, peft,
+    datasets, transformers, torch, DeepSpeed: millions of objects), its model and data not loaded.
+    Freezing what exists now keeps the garbage collector off those objects from here on: off its
+    full collections during training, and off the passes interpreter exit makes as it tears the
+    modules down, which otherwise cost each rank 1-2 s at the end of every run. What the recipe
+    creates from here (model, trainer, files) is collected as before, finalizers included."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
 
 
 def reconcile(args: Any, resolved: Resolved, overrides: dict[str, Any], attempt_dir: Path) -> None:
@@ -379,18 +390,6 @@ def say_phase(attempt_dir: Path, phase: str, **fields: Any) -> None:
 
 
 # ---------------------------------------------------------------- completion
-
-
-def skip_exit_collections() -> None:
-    """Interpreter exit after training spends 1-2 s per rank in the garbage collector: as it tears the
-    modules down it walks, several times over, the millions of objects torch, transformers and
-    DeepSpeed keep, to find next to nothing. One collection now runs every finalizer the first of
-    those would (an unclosed file in a reference cycle still gets flushed); freezing the survivors
-    then keeps the later passes off them. atexit handlers (wandb's, for one) run as before; what is
-    skipped is finalizers of cycles that only become garbage during teardown, which Python never
-    promises to run at exit. Measured (bench/RESULTS.md): the job ends about a second sooner."""
-    gc.collect()
-    gc.freeze()
 
 
 def mark_done(attempt_dir: Path) -> None:
