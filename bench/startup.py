@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchlib import REPO, bytecode_as_installed
 
 
 def median_seconds(argv: list[str], repeat: int, cwd: Path) -> float:
@@ -41,6 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", "--repeat", type=int, default=5, help="runs of each command (default 5)")
     ns = parser.parse_args()
+    bytecode_as_installed()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
