@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -149,6 +151,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TimeLimited:
+    run: rundir.RunInfo
+    runs: Path
+    pids: Path
+    first: dict[str, str]  # pid file -> pid of attempt 1's ranks
+
+
+@pytest.fixture(scope="module", autouse=True)
+def time_limited_job(
+    slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TimeLimited]:
+    """A sleeper job with ``--time 2``, submitted as this module starts. SLURM sends it submitit's
+    warning signal 90 s before the limit (30-60 s in, at its next check) and it requeues itself,
+    while the other tests run beside it (every job here takes one CPU per node; the nodes have two).
+    The last test checks the outcome: waiting for it inside one test cost two minutes of the suite."""
+    root = tmp_path_factory.mktemp("time_limited")
+    runs, pids = root / "runs", root / "pids"
+    pids.mkdir()
+    run = start_sleeper(slurm_env, runs, pids, ["--time", "2"])
+    yield TimeLimited(run, runs, pids, {p.name: p.read_text() for p in pids.glob("*.pid")})
+    subprocess.run(["scancel", run.job_ids[0]], env=slurm_env)
+
+
 def test_cancel_stops_the_job_and_status_says_so(slurm_env: dict[str, str], tmp_path: Path) -> None:
     runs, pids = tmp_path / "runs", tmp_path / "pids"
     pids.mkdir()
@@ -159,34 +185,6 @@ def test_cancel_stops_the_job_and_status_says_so(slurm_env: dict[str, str], tmp_
     wait_for(lambda: sacct_state(run.job_ids[0], slurm_env).startswith("CANCELLED"), 60, "SLURM to cancel")
     wait_for(lambda: not any(alive(pid) for pid in workers), 60, "the ranks to end on both nodes")
     assert status_row(runs, slurm_env, REPO)[2] == "cancelled"
-
-
-def test_time_limit_requeues_the_job_as_attempt_2(slurm_env: dict[str, str], tmp_path: Path) -> None:
-    """The pre-emption signal's requeue is covered, with a checkpoint, by the test at the end."""
-    runs, pids = tmp_path / "runs", tmp_path / "pids"
-    pids.mkdir()
-    # With --time 2, SLURM sends the signal 90 s before the limit (30 s in); submitit counts it as a time-out.
-    run = start_sleeper(slurm_env, runs, pids, ["--time", "2"])
-    job = run.job_ids[0]
-    first = {p.name: p.read_text() for p in pids.glob("*.pid")}
-    second = rundir.attempt_path(run.path, 2)
-    try:
-        wait_for(lambda: (second / rundir.STATUS).exists(), 240, "the requeued job to start attempt 2")
-        wait_for(
-            lambda: (
-                {p.name: p.read_text() for p in pids.glob("*.pid")}.keys() == first.keys()
-                and all(p.read_text() != first[p.name] for p in pids.glob("*.pid"))
-            ),
-            180,
-            "both ranks of attempt 2 to start",
-        )
-        status = rundir.read_json(second / rundir.STATUS)
-        assert status["job_id"] == job and status["state"] == "running"
-        assert (rundir.attempt_path(run.path, 1) / rundir.PLAN).exists(), "attempt 1 is kept"
-        assert rundir.read_json(second / rundir.PLAN)["attempt"] == 2
-    finally:
-        subprocess.run(["scancel", job], env=slurm_env)
-    assert only_run(runs).job_ids == [job], "a requeue is the same job"
 
 
 def test_node_that_cannot_reach_the_head_is_named(slurm_env: dict[str, str], tmp_path: Path) -> None:
@@ -250,3 +248,24 @@ def test_preempted_job_saves_requeues_and_resumes_by_itself(
     assert len(only_run(runs).job_ids) == 1, "a requeue is the same job"
     assert rundir.read_json(second / "decided.json")["resume"]["step"] == saved
     assert sorted(losses(second)) == list(range(saved + 1, 25))
+
+
+def test_time_limit_requeues_the_job_as_attempt_2(time_limited_job: TimeLimited) -> None:
+    """The pre-emption signal's requeue is covered, with a checkpoint, by the test above."""
+    job, pids = time_limited_job, time_limited_job.pids
+    second = rundir.attempt_path(job.run.path, 2)
+    wait_for(lambda: (second / rundir.STATUS).exists(), 240, "the requeued job to start attempt 2")
+    wait_for(
+        lambda: (
+            {p.name: p.read_text() for p in pids.glob("*.pid")}.keys() == job.first.keys()
+            and all(p.read_text() != job.first[p.name] for p in pids.glob("*.pid"))
+        ),
+        180,
+        "both ranks of attempt 2 to start",
+    )
+    status = rundir.read_json(second / rundir.STATUS)
+    # Attempt 2 has a time limit of its own: by now SLURM may have requeued it as well.
+    assert status["job_id"] == job.run.job_ids[0] and status["state"] in ("running", "requeued")
+    assert (rundir.attempt_path(job.run.path, 1) / rundir.PLAN).exists(), "attempt 1 is kept"
+    assert rundir.read_json(second / rundir.PLAN)["attempt"] == 2
+    assert only_run(job.runs).job_ids == job.run.job_ids, "a requeue is the same job"
