@@ -166,7 +166,7 @@ def time_limited_job(
     """A sleeper job with ``--time 2``, submitted as this module starts. SLURM sends it submitit's
     warning signal 90 s before the limit (30-60 s in, at its next check) and it requeues itself,
     while the other tests run beside it (every job here takes one CPU per node; the nodes have two).
-    The last test checks the outcome: waiting for it inside one test cost two minutes of the suite."""
+    A later test checks the outcome: waiting for it inside one test cost two minutes of the suite."""
     root = tmp_path_factory.mktemp("time_limited")
     runs, pids = root / "runs", root / "pids"
     pids.mkdir()
@@ -201,6 +201,31 @@ def test_node_that_cannot_reach_the_head_is_named(slurm_env: dict[str, str], tmp
     assert "could not reach the head at no-such-head.invalid" in node1 and "(node 1)" in node1
     message = rundir.read_json(attempt / rundir.STATUS)["message"]
     assert "(node 1)" in message, message
+
+
+def test_time_limit_requeues_the_job_as_attempt_2(
+    time_limited_job: TimeLimited, slurm_env: dict[str, str]
+) -> None:
+    """The pre-emption signal's requeue is covered, with a checkpoint, by the test below. Runs
+    before it and cancels the job: a sleeper requeued every minute would take CPU from its training."""
+    job, pids = time_limited_job, time_limited_job.pids
+    second = rundir.attempt_path(job.run.path, 2)
+    wait_for(lambda: (second / rundir.STATUS).exists(), 240, "the requeued job to start attempt 2")
+    wait_for(
+        lambda: (
+            {p.name: p.read_text() for p in pids.glob("*.pid")}.keys() == job.first.keys()
+            and all(p.read_text() != job.first[p.name] for p in pids.glob("*.pid"))
+        ),
+        180,
+        "both ranks of attempt 2 to start",
+    )
+    status = rundir.read_json(second / rundir.STATUS)
+    # Attempt 2 has a time limit of its own: by now SLURM may have requeued it as well.
+    assert status["job_id"] == job.run.job_ids[0] and status["state"] in ("running", "requeued")
+    assert (rundir.attempt_path(job.run.path, 1) / rundir.PLAN).exists(), "attempt 1 is kept"
+    assert rundir.read_json(second / rundir.PLAN)["attempt"] == 2
+    assert only_run(job.runs).job_ids == job.run.job_ids, "a requeue is the same job"
+    subprocess.run(["scancel", job.run.job_ids[0]], env=slurm_env, check=True)
 
 
 def test_preempted_job_saves_requeues_and_resumes_by_itself(
@@ -248,24 +273,3 @@ def test_preempted_job_saves_requeues_and_resumes_by_itself(
     assert len(only_run(runs).job_ids) == 1, "a requeue is the same job"
     assert rundir.read_json(second / "decided.json")["resume"]["step"] == saved
     assert sorted(losses(second)) == list(range(saved + 1, 25))
-
-
-def test_time_limit_requeues_the_job_as_attempt_2(time_limited_job: TimeLimited) -> None:
-    """The pre-emption signal's requeue is covered, with a checkpoint, by the test above."""
-    job, pids = time_limited_job, time_limited_job.pids
-    second = rundir.attempt_path(job.run.path, 2)
-    wait_for(lambda: (second / rundir.STATUS).exists(), 240, "the requeued job to start attempt 2")
-    wait_for(
-        lambda: (
-            {p.name: p.read_text() for p in pids.glob("*.pid")}.keys() == job.first.keys()
-            and all(p.read_text() != job.first[p.name] for p in pids.glob("*.pid"))
-        ),
-        180,
-        "both ranks of attempt 2 to start",
-    )
-    status = rundir.read_json(second / rundir.STATUS)
-    # Attempt 2 has a time limit of its own: by now SLURM may have requeued it as well.
-    assert status["job_id"] == job.run.job_ids[0] and status["state"] in ("running", "requeued")
-    assert (rundir.attempt_path(job.run.path, 1) / rundir.PLAN).exists(), "attempt 1 is kept"
-    assert rundir.read_json(second / rundir.PLAN)["attempt"] == 2
-    assert only_run(job.runs).job_ids == job.run.job_ids, "a requeue is the same job"
