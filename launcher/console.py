@@ -20,6 +20,7 @@ Deciding is pure (``classify``); the terminal is touched only in ``Screen``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -459,25 +460,37 @@ class Screen:
         return self._live is not None
 
     def show(self, text: str) -> None:
-        if self._live is not None:
-            self._live.console.print(self._text(text), soft_wrap=True)
-            return
-        if self.stream is None:
-            return
         try:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            self.stream = None
+            if self._live is not None:
+                self._live.console.print(self._text(text), soft_wrap=True)
+            elif self.stream is not None:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe, a full disk, a terminal that hung up (EIO)
+            self._gone()
 
     def status(self, text: str) -> None:
         if self._live is not None:
-            self._live.update(self._text(text, style="bold", no_wrap=True, overflow="ellipsis"))
+            try:
+                self._live.update(self._text(text, style="bold", no_wrap=True, overflow="ellipsis"))
+            except (OSError, ValueError):
+                self._gone()
 
     def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        """Clear the live line. On a terminal that hung up (an ssh session dropped) this write fails;
+        the supervisor must still go on to end the tree and record the verdict."""
+        live, self._live = self._live, None
+        if live is not None:
+            try:
+                live.stop()
+            except (OSError, ValueError):
+                self.stream = None
+
+    def _gone(self) -> None:
+        live, self._live, self.stream = self._live, None, None
+        if live is not None:
+            with contextlib.suppress(OSError, ValueError):
+                live.stop()  # stops rich's refresh thread first, then its last write fails
 
 
 def wants_everything(env: dict[str, str] | os._Environ[str]) -> bool:

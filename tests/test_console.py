@@ -3,11 +3,14 @@ GRPO launch and a crashing one); the real launches are in tests/e2e/test_train.p
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import time
 from pathlib import Path
 
 from launcher import console, rundir
+from launcher.console import Screen
 
 SITE = "/work/.venv/lib/python3.11/site-packages"
 GATHER = (
@@ -189,3 +192,42 @@ def test_a_silent_phase_is_announced_without_a_terminal(tmp_path: Path) -> None:
 def test_format_ranks() -> None:
     assert console.format_ranks([5, 0, 1, 2, 3, 7, 8]) == "0-3,5,7-8"
     assert console.format_ranks([4]) == "4"
+
+
+class HungUpTerminal(io.StringIO):
+    """A terminal whose other end went away (an ssh session dropped): every write fails with EIO."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hung_up = False
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.hung_up:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().write(text)
+
+
+def test_a_terminal_that_hangs_up_is_dropped_and_stopping_still_returns() -> None:
+    """rich's live line on a terminal that hung up: showing, updating and stopping must not raise,
+    or the supervisor would die before recording its verdict (the run then reads "lost")."""
+    terminal = HungUpTerminal()
+    screen = Screen(terminal, live=True)
+    screen.show("first line")
+    screen.status("step 1/10")
+    assert screen.live and "first line" in terminal.getvalue()
+    terminal.hung_up = True
+    screen.status("step 2/10")
+    screen.show("a line nobody will see")
+    screen.stop()
+    assert not screen.live and screen.stream is None
+
+
+def test_stopping_on_a_hung_up_terminal_returns() -> None:
+    terminal = HungUpTerminal()
+    screen = Screen(terminal, live=True)
+    terminal.hung_up = True
+    screen.stop()
+    assert not screen.live
