@@ -156,13 +156,13 @@ def run_recipe(recipe: str, args: Sequence[str]) -> None:
 
 
 def refuse(attempt_dir: Path, err: SpecError) -> int:
-    """Rank 0 records why; the supervisor leads its verdict with it (printing it here as well would
-    show it twice), and prints it itself when run by hand."""
-    if rank() == 0:
-        text = err.render() + "\n"
-        rundir.write_atomic(attempt_dir / rundir.ENTRY_ERROR, text)
-        if node.SUPERVISOR_PID not in os.environ:
-            print(text, file=sys.stderr, end="", flush=True)
+    """Every rank records why (the same text, written atomically): the first rank to refuse ends, and
+    torchrun then stops the others, perhaps before rank 0 got here. The supervisor leads its verdict
+    with it (printing it here as well would show it twice); rank 0 prints it when run by hand."""
+    text = err.render() + "\n"
+    rundir.write_atomic(attempt_dir / rundir.ENTRY_ERROR, text)
+    if rank() == 0 and node.SUPERVISOR_PID not in os.environ:
+        print(text, file=sys.stderr, end="", flush=True)
     return 2
 
 
