@@ -109,9 +109,11 @@ class Resolved:
     def from_dict(cls, data: Mapping[str, Any], source: str) -> Resolved:
         resume = Resume(**data["resume"]) if data.get("resume") else None
         auto = data.get("zero_auto")
-        from launcher.zeroauto import ZeroAuto
+        zero_auto = None
+        if auto:  # only then does a rank load --zero auto's module
+            from launcher.zeroauto import ZeroAuto
 
-        zero_auto = ZeroAuto(**{**auto, "reason": tuple(auto["reason"])}) if auto else None
+            zero_auto = ZeroAuto(**{**auto, "reason": tuple(auto["reason"])})
         return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]), resume, zero_auto)
 
 
