@@ -20,7 +20,7 @@ from launcher.backends.base import backend_for, make_plan
 from launcher.errors import Parser, SpecError
 from launcher.recipe import check_recipe, recipe_args_of, split_at_recipe
 from launcher.render import DEEPSPEED_FILE, json_text, render_all, texts, yaml_text
-from launcher.rules import Resolved, validate
+from launcher.rules import Resolved, batch_change, validate
 from launcher.spec import LaunchSpec, clip, coerce, from_mapping, leaves, merge, to_dict, value_at
 
 if TYPE_CHECKING:
@@ -292,6 +292,9 @@ def continue_run(run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool) -> 
     for warning in warnings:
         print(f"ftlaunch: {warning}", file=sys.stderr)
     assert resolved.resume is not None
+    change = batch_change(resolved.batch, resolved.resume.saved_global_batch, resolved.resume.step)
+    if change:
+        print(f"ftlaunch: warning: {change}", file=sys.stderr)
     moved = resolved.resume.universal
     print(
         f"ftlaunch: resuming {run_dir.name} from {Path(resolved.resume.checkpoint).name}"
@@ -322,10 +325,19 @@ def resume_command(argv: list[str]) -> int:
     runs_dir = getattr(ns, "runs_dir", None) or "runs"
     run_dir = control.locate(runs_dir, ns.run)
     recorded = from_mapping(rundir.read_json(run_dir / rundir.SPEC), str(run_dir / rundir.SPEC))
-    spec = merge(spec_from_args(ns, None, (), base=recorded), {"batch.micro": None, "batch.grad_accum": None})
+    spec = spec_from_args(ns, None, (), base=recorded)
+    spec = merge(spec, typed_batch(ns, spec))
     if ns.local:
         spec = merge(spec, {"slurm.enabled": False})
     return continue_run(run_dir, spec, dry_run=ns.dry_run, wait=ns.wait)
+
+
+def typed_batch(ns: argparse.Namespace, spec: LaunchSpec) -> dict[str, Any]:
+    """The batch of this ``resume`` command as typed (flags, or a job YAML given with it), the rest
+    unset: the run's own batch comes from its checkpoint (``rules.resume_batch``), not from the
+    first launch's flags, and a typed value is taken or refused there, never dropped."""
+    keys = ("batch.micro", "batch.grad_accum", "batch.global_batch")
+    return {key: value_at(spec, key) if ns.job or getattr(ns, key) is not None else None for key in keys}
 
 
 def write_plan(the_plan: Plan, resolved: Resolved) -> None:

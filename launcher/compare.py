@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import control, plot, rundir
+from launcher import control, metrics, plot, rundir
 from launcher.errors import Parser, SpecError
 
 DEFAULT_TOLERANCE = 1e-5  # relative; fp32 runs of different topologies differ by ~1e-7 (summation order)
@@ -58,10 +58,16 @@ def relative(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
-def compare(run_dirs: Sequence[Path], tolerance: float = DEFAULT_TOLERANCE) -> list[Row]:
-    """One row per run: the largest relative loss difference from the first run, and where."""
+def compare(
+    run_dirs: Sequence[Path], tolerance: float = DEFAULT_TOLERANCE, metric: str | None = None
+) -> list[Row]:
+    """One row per run: the largest relative difference of ``metric`` (default: the loss, else the
+    reference's key metric) from the first run, and where."""
     curves = plot.curves(run_dirs)
-    losses = [{p.step: p.loss for p in c.points if p.loss is not None} for c in curves]
+    key = metric or compared_metric(curves[0])
+    if key not in curves[0].logged():
+        raise SpecError([metrics.unknown_metric(key, curves[0].logged(), f"the reference {curves[0].run}")])
+    losses = [dict(zip(*c.series(key), strict=True)) for c in curves]
     reference = losses[0]
     rows = [Row(curves[0].run, Topology.of(run_dirs[0]), len(reference), None, None, "reference")]
     for run_dir, curve, mine in zip(run_dirs[1:], curves[1:], losses[1:], strict=True):
@@ -83,6 +89,13 @@ def compare(run_dirs: Sequence[Path], tolerance: float = DEFAULT_TOLERANCE) -> l
             )
         )
     return rows
+
+
+def compared_metric(reference: plot.Curve) -> str:
+    """The loss where the reference logged one (the equivalence promise is about the loss), else
+    its key metric (a GRPO run that logs only rewards)."""
+    logged = reference.logged()
+    return "loss" if "loss" in logged else (metrics.key_metric(logged) or "loss")
 
 
 def render(rows: Sequence[Row], tolerance: float) -> list[str]:
@@ -140,14 +153,17 @@ def compare_command(argv: list[str]) -> int:
         metavar="REL",
         help=f"largest relative loss difference taken as the same (default {DEFAULT_TOLERANCE:g})",
     )
+    plot.metric_flag(parser, "the logged metric to compare (default: loss, else the reference's key metric)")
     control.runs_dir_flag(parser)
     ns = parser.parse_args(argv)
+    if ns.metric and len(ns.metric) > 1:
+        raise SpecError([f"--metric given {len(ns.metric)} times: compare one metric at a time"])
     if not (math.isfinite(ns.tolerance) and ns.tolerance >= 0):
         raise SpecError([f"--tolerance {ns.tolerance}: give a relative difference >= 0, e.g. 1e-5"])
     run_dirs = list(dict.fromkeys(control.locate(ns.runs_dir, name) for name in ns.runs))
     if len(run_dirs) < 2:
         raise SpecError(["compare needs at least two runs: the reference first, then the ones to check"])
-    rows = compare(run_dirs, ns.tolerance)
+    rows = compare(run_dirs, ns.tolerance, ns.metric[0] if ns.metric else None)
     for line in render(rows, ns.tolerance):
         print(line)
     return 1 if any(r.verdict in ("DIFFERENT", "no common steps") for r in rows) else 0

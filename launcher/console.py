@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from launcher import rundir
+from launcher import metrics, rundir
 
 MODE_ENV = "FTLAUNCH_CONSOLE"  # "all": every rank's output, raw
 WARNING_WINDOW = 1.5  # seconds a new warning waits for the other ranks to raise it too
@@ -165,11 +165,7 @@ class Progress:
             since = format_seconds(now - self.phase_since)
             return f"{self.phase} ({since}){f' · {self.detail}' if self.detail else ''}"
         parts = [f"step {self.step}/{self.max_steps}" if self.max_steps else f"step {self.step}"]
-        loss, lr = self.metrics.get("loss"), self.metrics.get("learning_rate")
-        if isinstance(loss, (int, float)):
-            parts.append(f"loss {loss:.4g}")
-        if isinstance(lr, (int, float)):
-            parts.append(f"lr {lr:.3g}")
+        parts += self.shown_metrics()
         done, elapsed = self.step - self.first[0], now - self.first[1]
         stepping = self.step_time - self.first[1]  # rates count the steps' time, not what follows
         if done > 0 and stepping > 0:
@@ -184,6 +180,15 @@ class Progress:
         if self.phase != "training":
             parts.append(self.phase)
         return " · ".join(parts)
+
+    def shown_metrics(self) -> list[str]:
+        """The loss, the trainer's key metric when that is another (GRPO's reward, DPO's reward
+        margin), and the learning rate."""
+        key = metrics.key_metric(self.metrics)
+        shown = [k for k in dict.fromkeys(("loss", key)) if k is not None]
+        parts = [f"{k} {v:.4g}" for k in shown if (v := metrics.number(self.metrics.get(k))) is not None]
+        lr = metrics.number(self.metrics.get("learning_rate"))
+        return parts + ([f"lr {lr:.3g}"] if lr is not None else [])
 
     def tokens_per_second(self) -> float | None:
         if len(self.tokens) < 2:
@@ -355,14 +360,14 @@ class Console:
                 if p.first is None and isinstance(record.get("first_step"), int):
                     p.first = (record["first_step"], float(record.get("started", time.time())))
         new = 0
-        for metrics in self._new_metrics():
+        for logged in self._new_metrics():
             new += 1
-            if "loss" in metrics:
-                p.metrics = metrics
-            if isinstance(metrics.get("num_tokens"), (int, float)):
-                p.tokens.append((float(metrics.get("time", 0.0)), float(metrics["num_tokens"])))
-            if "train_runtime" in metrics:
-                p.metrics = {**p.metrics, **metrics}
+            if metrics.is_step_log(logged):
+                p.metrics = logged
+            if isinstance(logged.get("num_tokens"), (int, float)):
+                p.tokens.append((float(logged.get("time", 0.0)), float(logged["num_tokens"])))
+            if "train_runtime" in logged:
+                p.metrics = {**p.metrics, **logged}
         return new
 
     def _new_metrics(self) -> list[dict[str, Any]]:

@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher import rundir
+from launcher import metrics, rundir
 from launcher.errors import Parser, SpecError
+from launcher.render import DECIDED_FILE
 
 ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
@@ -75,8 +76,9 @@ def metric_record(line: str) -> dict[str, Any] | None:
 
 
 def last_metrics(attempt_dir: Path) -> dict[str, Any]:
-    """The newest logged training loss and its step (the end-of-training summary has none). The
-    tail is read first: a long run's log grows to megabytes, and ``status`` reads every run's."""
+    """The newest log of training steps with the trainer's key metric (loss, reward, ...; not the
+    end-of-training summary). The tail is read first: a long run's log grows to megabytes, and
+    ``status`` reads every run's."""
     path = attempt_dir / rundir.METRICS
     try:
         size = path.stat().st_size
@@ -85,7 +87,7 @@ def last_metrics(attempt_dir: Path) -> dict[str, Any]:
     for start in dict.fromkeys((max(0, size - METRICS_TAIL), 0)):
         for line in reversed(lines_from(path, start)):
             record = metric_record(line)
-            if record is not None and "loss" in record:
+            if record is not None and metrics.is_step_log(record) and metrics.key_metric(record):
                 return record
     return {}
 
@@ -153,7 +155,7 @@ def status(argv: list[str]) -> int:
         return 0
     slurm = slurm_states(found)
     rows: list[tuple[str, ...]] = [
-        ("RUN", "BACKEND", "STATE", "NODES", "ATTEMPTS", "ELAPSED", "STEP", "LOSS", "EFFECTIVE")
+        ("RUN", "BACKEND", "STATE", "NODES", "ATTEMPTS", "ELAPSED", "STEP", "METRIC", "EFFECTIVE")
     ]
     for run in found:
         try:
@@ -172,7 +174,7 @@ RECORD_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, Overf
 
 
 def row(run: rundir.RunInfo, slurm: dict[str, str]) -> tuple[str, ...]:
-    metrics = run_metrics(run)
+    found = run_metrics(run)
     effective = run.latest.status.get("effective", "") if run.latest else ""
     return (
         run.path.name,
@@ -181,10 +183,17 @@ def row(run: rundir.RunInfo, slurm: dict[str, str]) -> tuple[str, ...]:
         topology(run),
         str(len(run.attempts)),
         elapsed(run),
-        cell(metrics.get("step", "-")),
-        f"{metrics['loss']:.4g}" if isinstance(metrics.get("loss"), (int, float)) else "-",
+        cell(found.get("step", "-")),
+        shown_metric(found),
         cell(effective) or "-",
     )
+
+
+def shown_metric(record: dict[str, Any]) -> str:
+    """The key metric of a trainer log as ``loss 2.31`` or ``reward 0.5``; ``-`` when none."""
+    key = metrics.key_metric(record)
+    value = metrics.number(record.get(key)) if key else None
+    return f"{key} {value:.4g}" if value is not None else "-"
 
 
 def cell(value: Any) -> str:
@@ -219,16 +228,35 @@ def show_detail(run: rundir.RunInfo) -> None:
         print("jobs:     " + ", ".join(f"{j} ({slurm.get(j, 'unknown')})" for j in run.job_ids))
     for attempt in run.attempts:
         s = attempt.status
-        metrics = last_metrics(attempt.path)
+        logged = last_metrics(attempt.path)
         message = attempt.why_lost if attempt.state == "lost" else cell(s.get("message", ""))
         print(f"attempt {attempt.number}: {attempt.state}" + (f" - {message}" if message else ""))
+        resumed = resumed_from(attempt.path)
+        if resumed:
+            print(f"  resumed: {resumed}")
         for key in ("job_id", "hosts", "head", "effective", "exit_code"):
             if s.get(key) not in (None, ""):
                 print(f"  {key}: {cell(s[key])}")
-        if metrics:
-            print(f"  last logged: step {cell(metrics.get('step'))} loss {cell(metrics.get('loss'))}")
+        if logged:
+            print(f"  last logged: step {cell(logged.get('step'))} {shown_metric(logged)}")
         print(f"  logs: {attempt.path / rundir.LOGS}")
     print_checkpoints(run.path)
+
+
+def resumed_from(attempt_dir: Path) -> str:
+    """Where a resumed attempt continued and what changed, from its ``decided.json``."""
+    decided = rundir.read_json_quiet(attempt_dir / DECIDED_FILE)
+    resume, batch = decided.get("resume"), decided.get("batch")
+    if not isinstance(resume, dict) or not isinstance(batch, dict):
+        return ""
+    text = f"from {cell(Path(str(resume.get('checkpoint'))).name)}"
+    before, now = resume.get("saved_world_size"), batch.get("world_size")
+    if before not in (None, now):
+        text += f", world size {before} -> {now}"
+    before, now = resume.get("saved_global_batch"), batch.get("global_batch")
+    if before not in (None, now):
+        text += f", global batch CHANGED {before} -> {now} (typed on resume: trains differently from here)"
+    return text
 
 
 def print_checkpoints(run_dir: Path) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from launcher import node, opcache, redact, rundir, saving
+from launcher import metrics, node, opcache, redact, rundir, saving
 from launcher.errors import SpecError
 from launcher.render import DECIDED_FILE, TRAINER_FILE
 from launcher.render.trainer import PREFERRED
@@ -205,9 +205,14 @@ def reconcile(args: Any, resolved: Resolved, overrides: dict[str, Any], attempt_
         wanted["gradient_accumulation_steps"] = derived
         flags["gradient_accumulation_steps"] = f"--global-batch {resolved.batch.global_batch}"
     conflicts = []
+    replaced = derived_on_resume(resolved)
     for key, want in wanted.items():
         have = getattr(args, key)
         if have == want or key in ALWAYS_FILL or is_default(key, have, args, defaults):
+            setattr(args, key, want)
+            continue
+        if key in replaced:
+            announce_replaced(key, have, want, resolved)
             setattr(args, key, want)
             continue
         if key in PREFERRED:
@@ -224,6 +229,27 @@ def reconcile(args: Any, resolved: Resolved, overrides: dict[str, Any], attempt_
         args.output_dir = str(rundir.checkpoints_of(attempt_dir))
     if resolved.resume is None:
         refuse_used_output_dir(Path(args.output_dir), attempt_dir)
+
+
+# The spec's batch fields under the trainer's names (``render.trainer`` writes them so).
+TRAINER_KEY_OF = {"micro": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps"}
+
+
+def derived_on_resume(resolved: Resolved) -> set[str]:
+    """Trainer arguments the launch chose to keep a resumed run's global batch: they replace the
+    recipe's own values, hard-coded or not (typed flags are held against the recipe instead)."""
+    return {TRAINER_KEY_OF[name] for name in resolved.resume.derived} if resolved.resume else set()
+
+
+def announce_replaced(key: str, have: Any, want: Any, resolved: Resolved) -> None:
+    if rank() == 0:
+        world = resolved.world_size
+        print(
+            f"ftlaunch: the recipe's {key}={have!r} is replaced by {want!r} for this attempt to keep the "
+            f"global batch {resolved.batch.global_batch} of the run on {world} process{'es' * (world > 1)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def keep_recipes_choice(key: str, have: Any, want: Any) -> None:
@@ -359,7 +385,11 @@ def install_recorder(attempt_dir: Path) -> None:
             now = time.time()
             numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
             record: dict[str, Any] = {"step": state.global_step, "time": now, **numbers}
-            if self.last_log is not None and state.global_step > self.last_log[0] and "loss" in logs:
+            if (
+                self.last_log is not None
+                and state.global_step > self.last_log[0]
+                and metrics.is_step_log(logs)
+            ):
                 steps, seconds = state.global_step - self.last_log[0], now - self.last_log[1]
                 record["samples_per_second"] = round(steps * self.samples_per_step / seconds, 4)
                 self.last_log = (state.global_step, now)

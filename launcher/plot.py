@@ -1,4 +1,8 @@
-"""``ftlaunch plot``: the loss and learning rate of one or several runs against the step.
+"""``ftlaunch plot``: what the trainer logged, for one or several runs, against the step.
+
+By default the run's key metric (GRPO's reward, DPO's reward margin, else the loss: see
+``launcher.metrics``), the loss when that is not it, and the learning rate below; ``--metric KEY``
+(repeatable) draws any key of ``metrics.jsonl`` instead.
 
 A run is several attempts (a requeue, a resume), each with its own ``metrics.jsonl``; the plot joins
 them into one curve per run and marks where each later attempt took over. An attempt that resumed
@@ -12,14 +16,13 @@ matplotlib, and only this subcommand calls it.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import control, rundir
+from launcher import control, metrics, rundir
 from launcher.errors import Parser, SpecError
 from launcher.render import DECIDED_FILE
 from launcher.spec import clip
@@ -31,8 +34,7 @@ FORMATS = (".png", ".pdf", ".svg")
 @dataclass(frozen=True)
 class Point:
     step: int
-    loss: float | None
-    learning_rate: float | None
+    values: Mapping[str, float]  # every numeric metric of one trainer log
     attempt: int
 
 
@@ -52,34 +54,33 @@ class Curve:
     boundaries: tuple[Boundary, ...]
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
-        """The steps and values of ``loss`` or ``learning_rate`` where the trainer logged one."""
-        pairs = [(p.step, getattr(p, key)) for p in self.points if getattr(p, key) is not None]
+        """The steps and values of metric ``key`` where the trainer logged one."""
+        pairs = [(p.step, p.values[key]) for p in self.points if key in p.values]
         return [s for s, _ in pairs], [v for _, v in pairs]
+
+    def logged(self) -> set[str]:
+        return {key for p in self.points for key in p.values}
 
 
 # ---------------------------------------------------------------- reading (no matplotlib)
 
 
-def number(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
-
-
 def points_of(attempt_dir: Path, attempt: int) -> list[Point]:
-    """The training logs of one attempt: lines with a step and a loss or learning rate. The final
-    summary (``train_loss``), evaluation lines and lines cut by a crash are left out."""
+    """The trainer logs of one attempt that have a step and a number (evaluations too, as their
+    ``eval_*`` keys; of the end-of-training summary only ``train_loss``); lines cut by a crash are
+    left out."""
     path = attempt_dir / rundir.METRICS
     if not path.is_file():
         return []
     found = []
     for line in path.read_text(errors="replace").splitlines():
         record = control.metric_record(line)
-        step = number(record.get("step")) if record else None
-        if record is None or step is None:
-            continue
-        loss, lr = number(record.get("loss")), number(record.get("learning_rate"))
-        if loss is not None or lr is not None:
-            found.append(Point(int(step), loss, lr, attempt))
+        step = metrics.number(record.get("step")) if record else None
+        values = metrics.values_of(record) if record else {}
+        if record and not metrics.is_step_log(record) and "train_loss" in values:
+            values = {"train_loss": values["train_loss"]}  # the summary: its runtime is no curve
+        if step is not None and values:
+            found.append(Point(int(step), values, attempt))
     return found
 
 
@@ -116,11 +117,11 @@ def curve(run_dir: Path) -> Curve:
 def curves(run_dirs: Sequence[Path]) -> list[Curve]:
     """One curve per run; a run that logged nothing yet is an error naming it (all of them at once)."""
     found = [curve(run_dir) for run_dir in run_dirs]
-    empty = [c.run for c in found if not any(p.loss is not None for p in c.points)]
+    empty = [c.run for c in found if metrics.key_metric(c.logged()) is None]
     if empty:
         raise SpecError(
             [
-                f"{clip(name)}: no training loss logged yet (no loss line in any attempts/*/"
+                f"{clip(name)}: no training metric logged yet (no loss or reward line in any attempts/*/"
                 f"{rundir.METRICS}); plot it once the trainer has logged a step"
                 for name in empty
             ]
@@ -128,37 +129,56 @@ def curves(run_dirs: Sequence[Path]) -> list[Curve]:
     return found
 
 
+def chosen_metrics(found: Sequence[Curve], asked: Sequence[str]) -> list[str]:
+    """The metrics to draw: those asked for (each logged by at least one of the runs), or the
+    defaults of what the runs logged (``metrics.default_metrics``)."""
+    logged = set().union(*(c.logged() for c in found))
+    where = found[0].run if len(found) == 1 else f"any of the {len(found)} runs"
+    unknown = [metrics.unknown_metric(key, logged, clip(where)) for key in asked if key not in logged]
+    if unknown:
+        raise SpecError(unknown)
+    return list(dict.fromkeys(asked)) or metrics.default_metrics(logged)
+
+
 # ---------------------------------------------------------------- drawing
 
 
-def draw(found: Sequence[Curve], out: Path) -> None:
-    """Loss above, learning rate below, on one step axis; each run one colour, each later attempt
-    a dashed line of that colour labelled with its number."""
+def draw(found: Sequence[Curve], keys: Sequence[str], out: Path) -> None:
+    """One panel per metric on one step axis, the first taller; each run one colour, each later
+    attempt a dashed line of that colour labelled with its number."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed, and never a GUI window from a launcher
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, sharex=True, figsize=(10, 7), height_ratios=(3, 1.4))
+    heights = [3.0] + [1.4] * (len(keys) - 1)
+    fig, axes = plt.subplots(
+        len(keys), 1, sharex=True, figsize=(10, 2.6 + sum(heights)), height_ratios=heights, squeeze=False
+    )
+    panels = [row[0] for row in axes]
     try:
         for index, c in enumerate(found):
             colour = f"C{index % 10}"
-            draw_series(loss_ax, c, "loss", colour, label=c.run)
-            draw_series(lr_ax, c, "learning_rate", colour, label=None)
+            for ax, key in zip(panels, keys, strict=True):
+                draw_series(ax, c, key, colour, label=c.run if ax is panels[0] else None)
             for b in c.boundaries:
-                mark_boundary(loss_ax, lr_ax, b, colour)
-        loss_ax.set_ylabel("loss")
-        loss_ax.set_title(f"training loss of {len(found)} run{'s' * (len(found) > 1)}")
-        loss_ax.legend(loc="upper right", fontsize="small")
-        lr_ax.set_ylabel("learning rate")
-        lr_ax.set_xlabel("step")
-        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-        for ax in (loss_ax, lr_ax):
-            ax.grid(alpha=0.3)
+                mark_boundary(panels, b, colour)
+        label_panels(panels, keys, len(found))
         fig.tight_layout()
         fig.savefig(out, dpi=100)
     finally:
         plt.close(fig)
+
+
+def label_panels(panels: Sequence[Any], keys: Sequence[str], runs: int) -> None:
+    panels[0].set_title(f"{keys[0]} of {runs} run{'s' * (runs > 1)}")
+    panels[0].legend(loc="best", fontsize="small")
+    panels[-1].set_xlabel("step")
+    for ax, key in zip(panels, keys, strict=True):
+        ax.set_ylabel(key.replace("_", " ") if key == "learning_rate" else key)
+        ax.grid(alpha=0.3)
+        if key == "learning_rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
 
 
 def draw_series(ax: Any, c: Curve, key: str, colour: str, label: str | None) -> None:
@@ -166,11 +186,11 @@ def draw_series(ax: Any, c: Curve, key: str, colour: str, label: str | None) -> 
     ax.plot(steps, values, color=colour, label=label, marker="." if len(steps) < 50 else None)
 
 
-def mark_boundary(loss_ax: Any, lr_ax: Any, b: Boundary, colour: str) -> None:
-    for ax in (loss_ax, lr_ax):
+def mark_boundary(panels: Sequence[Any], b: Boundary, colour: str) -> None:
+    for ax in panels:
         ax.axvline(b.step, color=colour, linestyle="--", linewidth=1, alpha=0.8)
     text = f"attempt {b.attempt}" + (f" (resumed from step {b.step})" if b.resumed else "")
-    loss_ax.annotate(
+    panels[0].annotate(
         text,
         xy=(b.step, 1),
         xycoords=("data", "axes fraction"),
@@ -189,11 +209,14 @@ def mark_boundary(loss_ax: Any, lr_ax: Any, b: Boundary, colour: str) -> None:
 def plot_command(argv: list[str]) -> int:
     parser = Parser(
         prog="ftlaunch plot",
-        description="Draw the training loss (and the learning rate below it) of one or several runs "
-        "against the step. The attempts of a run (requeues, resumes) are joined into one curve; a "
-        "dashed line marks where each later attempt took over. Reads each attempt's metrics.jsonl.",
+        description="Draw what the trainer logged for one or several runs against the step: by default the "
+        "key metric (GRPO's reward, DPO's rewards/margins, else the loss), the loss when that is not it, "
+        "and the learning rate below. The attempts of a run (requeues, resumes) are joined into one "
+        "curve; a dashed line marks where each later attempt took over. Reads each attempt's metrics.jsonl.",
         epilog="examples:\n  ftlaunch plot RUN                      # writes plot.png here\n"
-        "  ftlaunch plot RUN_A RUN_B -o compare.png\n  ftlaunch plot --runs-dir /scratch/runs sft -o sft.svg",
+        "  ftlaunch plot RUN_A RUN_B -o compare.png\n"
+        "  ftlaunch plot RUN --metric reward --metric kl --metric completions/mean_length\n"
+        "  ftlaunch plot --runs-dir /scratch/runs sft -o sft.svg",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or its name (a unique prefix)")
@@ -204,17 +227,23 @@ def plot_command(argv: list[str]) -> int:
         default=DEFAULT_OUT,
         help=f"the image to write, {'/'.join(FORMATS)} (default: {DEFAULT_OUT} in the current folder)",
     )
+    metric_flag(parser, "a key of metrics.jsonl to draw, one panel each (repeatable; default: see above)")
     control.runs_dir_flag(parser)
     ns = parser.parse_args(argv)
     out = Path(ns.out)
     check_out(out)
     run_dirs = list(dict.fromkeys(control.locate(ns.runs_dir, name) for name in ns.runs))
     found = curves(run_dirs)
-    draw(found, out)
-    for line in summary(found):
+    keys = chosen_metrics(found, ns.metric or [])
+    draw(found, keys, out)
+    for line in summary(found, keys[0]):
         print(line, file=sys.stderr)
     print(f"wrote {out}")
     return 0
+
+
+def metric_flag(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--metric", action="append", metavar="KEY", help=text)
 
 
 def check_out(out: Path) -> None:
@@ -231,8 +260,11 @@ def check_out(out: Path) -> None:
         raise SpecError(problems)
 
 
-def summary(found: Sequence[Curve]) -> Iterator[str]:
+def summary(found: Sequence[Curve], key: str) -> Iterator[str]:
     for c in found:
-        steps, losses = c.series("loss")
+        steps, values = c.series(key)
         joined = f", {len(c.boundaries) + 1} attempts joined" if c.boundaries else ""
-        yield f"{c.run}: steps {steps[0]}-{steps[-1]}, last loss {losses[-1]:.4g}{joined}"
+        if steps:
+            yield f"{c.run}: steps {steps[0]}-{steps[-1]}, last {key} {values[-1]:.4g}{joined}"
+        else:
+            yield f"{c.run}: no {key} logged{joined}"

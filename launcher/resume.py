@@ -27,7 +27,9 @@ def output_dir(run_dir: Path) -> Path:
 
 def decide(run_dir: Path, spec: LaunchSpec) -> tuple[Resolved, list[str]]:
     """The resolved spec of the next attempt, resuming from the run's newest complete checkpoint.
-    Returns warnings (skipped incomplete checkpoints); raises ``SpecError`` when it cannot resume."""
+    ``spec.batch`` holds only the batch flags typed for this attempt (``rules.resume_batch`` decides
+    the rest from the checkpoint). Returns warnings (skipped incomplete checkpoints); raises
+    ``SpecError`` when it cannot resume."""
     from launcher import checkpoints
 
     folder = output_dir(run_dir)
@@ -41,7 +43,7 @@ def decide(run_dir: Path, spec: LaunchSpec) -> tuple[Resolved, list[str]]:
     if same:
         raise SpecError(same)
     saved = checkpoints.topology(latest)
-    spec, problems = resume_spec(spec, saved)
+    spec, batch, problems = resume_spec(spec, saved)
     if problems:
         raise SpecError(problems)
     resolved = validate(spec)
@@ -51,6 +53,8 @@ def decide(run_dir: Path, spec: LaunchSpec) -> tuple[Resolved, list[str]]:
         step=latest.step,
         universal=moved and (saved.get("zero_stage") or 0) > 0,
         saved_world_size=saved.get("world_size"),
+        saved_global_batch=batch.saved_global if batch else None,
+        derived=batch.derived if batch else (),
     )
     return dataclasses.replace(resolved, resume=resume), warnings
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from launcher.errors import SpecError
 from launcher.recipeargs import recipe_flag_true, recipe_flag_value
-from launcher.spec import LaunchSpec, Leaf, clip, from_mapping, leaves, merge, to_dict
+from launcher.spec import Batch, LaunchSpec, Leaf, clip, from_mapping, leaves, merge, to_dict
 
 if TYPE_CHECKING:  # loaded where a launch is validated, not by every rank that reads a decision
     from launcher.zeroauto import Sizing, ZeroAuto
@@ -72,6 +72,8 @@ class Resume:
     step: int
     universal: bool = False  # saved on another world size: load DeepSpeed's universal form
     saved_world_size: int | None = None
+    saved_global_batch: int | None = None  # the run's global batch until now (None: not recorded)
+    derived: tuple[str, ...] = ()  # batch values chosen to keep it ("micro", "grad_accum"): see ResumeBatch
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ class Resolved:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> Resolved:
-        resume = Resume(**data["resume"]) if data.get("resume") else None
+        saved = data.get("resume")
+        resume = Resume(**{**saved, "derived": tuple(saved.get("derived", ()))}) if saved else None
         auto = data.get("zero_auto")
         zero_auto = None
         if auto:  # only then does a rank load --zero auto's module
@@ -429,13 +432,13 @@ def stages_compatible(saved: int, wanted: int) -> bool:
     return saved == wanted or {saved, wanted} <= {1, 2}
 
 
-def resume_spec(spec: LaunchSpec, saved: Mapping[str, int | None]) -> tuple[LaunchSpec, list[str]]:
-    """The spec of a resumed attempt: the checkpoint's global batch is kept on the new world size
-    (micro kept, accumulation rescaled), or refused with the world sizes that would keep it.
-
-    Trainer skips ``global_step x accumulation`` local batches on resume, which lands on the right
-    sample only if micro x accumulation x world is unchanged (resume-facts: otherwise it silently
-    re-trains samples it has seen)."""
+def resume_spec(
+    spec: LaunchSpec, saved: Mapping[str, int | None]
+) -> tuple[LaunchSpec, ResumeBatch | None, list[str]]:
+    """The spec of a resumed attempt: its stage loads the checkpoint, and its batch is the run's
+    (``resume_batch``). ``spec.batch`` holds only the batch flags typed for this attempt; the
+    checkpoint's batch is ``None`` when its marker did not record one (the typed flags then apply
+    as in a fresh launch)."""
     problems = []
     stage = saved.get("zero_stage")
     if spec.zero.stage == "auto" and stage is not None:  # a checkpoint loads under its own stage only
@@ -452,15 +455,119 @@ def resume_spec(spec: LaunchSpec, saved: Mapping[str, int | None]) -> tuple[Laun
         )
     micro, accum, world = saved.get("micro"), saved.get("grad_accum"), saved.get("world_size")
     if micro is None or accum is None or world is None:
-        return spec, problems
-    new_world = spec.topology.world_size
-    if (accum * world) % new_world:
-        fits = [w for w in range(1, accum * world + 1) if (accum * world) % w == 0]
-        problems.append(
-            f"world size {new_world}: the checkpoint's global batch {micro * accum * world} (micro {micro} x "
-            f"accumulation {accum} x world {world}) cannot be kept; resume on a world size dividing "
-            f"{accum * world}: {', '.join(map(str, fits))}"
-        )
-        return spec, problems
-    batch = {"batch.micro": micro, "batch.grad_accum": accum * world // new_world, "batch.global_batch": None}
-    return merge(spec, batch), problems
+        return spec, None, problems
+    chosen, batch_problems = resume_batch(
+        spec.batch, BatchPlan(micro, accum, micro * accum * world, world), spec.topology.world_size
+    )
+    if chosen is None:
+        return spec, None, problems + batch_problems
+    decided = {"batch.micro": chosen.micro, "batch.grad_accum": chosen.grad_accum, "batch.global_batch": None}
+    return merge(spec, decided), chosen, problems
+
+
+@dataclass(frozen=True)
+class ResumeBatch:
+    """The batch of a resumed attempt. ``derived`` names the values the launch chose to keep the
+    run's global batch: on every rank they replace the recipe's own, hard-coded or not (a recipe
+    that fixes ``gradient_accumulation_steps=8`` must still resume on half the processes). The
+    values typed for this attempt are held against the recipe as in a fresh launch."""
+
+    micro: int
+    grad_accum: int
+    derived: tuple[str, ...]
+    saved_global: int  # the run's global batch so far
+
+
+def resume_batch(typed: Batch, saved: BatchPlan, world: int) -> tuple[ResumeBatch | None, list[str]]:
+    """Micro x accumulation on the new world size.
+
+    Trainer skips ``global_step x accumulation`` local batches on resume, which lands on the right
+    sample only if micro x accumulation x world is unchanged (resume-facts: otherwise it silently
+    re-trains samples it has seen). So with no batch flag typed the global batch is kept: per
+    process ``global / world``, split into the largest micro batch that divides it and is no larger
+    than the saved one (memory), the rest accumulated. Typed flags are a deliberate choice: a typed
+    split of the same global batch is as good, and a typed global batch changes the training
+    (``batch_change``); they are taken, or refused, never dropped."""
+    assert saved.global_batch is not None and saved.micro is not None
+    if world < 1:
+        return None, []  # reported by the topology rules
+    if typed.micro is not None and typed.grad_accum is not None:
+        plan, problems = resolve_batch(typed.micro, typed.grad_accum, typed.global_batch, world)
+        return _typed_batch(plan, (), saved, problems)
+    target = typed.global_batch if typed.global_batch is not None else saved.global_batch
+    if target % world:
+        return None, [_indivisible(target, world, typed.global_batch is not None, saved)]
+    per_rank = target // world
+    if typed.micro is not None or typed.grad_accum is not None:
+        return _one_typed(typed, per_rank, world, saved)
+    micro = max(m for m in range(1, min(saved.micro, per_rank) + 1) if per_rank % m == 0)
+    return ResumeBatch(micro, per_rank // micro, ("micro", "grad_accum"), saved.global_batch), []
+
+
+def _typed_batch(
+    plan: BatchPlan, derived: tuple[str, ...], saved: BatchPlan, problems: list[str]
+) -> tuple[ResumeBatch | None, list[str]]:
+    if problems or plan.micro is None or plan.grad_accum is None:
+        return None, problems
+    assert saved.global_batch is not None
+    return ResumeBatch(plan.micro, plan.grad_accum, derived, saved.global_batch), []
+
+
+def _one_typed(
+    typed: Batch, per_rank: int, world: int, saved: BatchPlan
+) -> tuple[ResumeBatch | None, list[str]]:
+    """``--micro-batch`` or ``--grad-accum`` alone: the other one fills the global batch."""
+    given, flag, other = (
+        (typed.micro, "--micro-batch", "grad_accum")
+        if typed.micro is not None
+        else (typed.grad_accum, "--grad-accum", "micro")
+    )
+    assert given is not None
+    if given < 1:
+        return None, []  # reported by the scalar rules
+    if per_rank % given:
+        fits = ", ".join(str(d) for d in divisors(per_rank))
+        kept = "the run's" if typed.global_batch is None else "the requested"
+        return None, [
+            f"{flag} {given}: {kept} global batch {per_rank * world} on world size {world} is {per_rank} "
+            f"samples per process, not divisible by {given}; give a {flag} dividing {per_rank} ({fits}), or "
+            "change the global batch with --global-batch"
+        ]
+    rest = per_rank // given
+    micro, accum = (given, rest) if other == "grad_accum" else (rest, given)
+    plan = BatchPlan(micro, accum, per_rank * world, world)
+    return _typed_batch(plan, (other,), saved, [])
+
+
+def _indivisible(target: int, world: int, typed: bool, saved: BatchPlan) -> str:
+    whose = (
+        f"--global-batch {target}"
+        if typed
+        else f"the run's global batch {target} (micro {saved.micro} x accumulation {saved.grad_accum} x "
+        f"world {saved.world_size})"
+    )
+    near = [d for d in divisors(target) if d != world]
+    below = [d for d in near if d < world][-1:]
+    above = [d for d in near if d > world][:1]
+    return (
+        f"world size {world}: {whose} cannot be split evenly over {world} processes; resume on a world size "
+        f"dividing {target}, e.g. {' or '.join(map(str, below + above))}"
+    )
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def batch_change(resolved_batch: BatchPlan, saved_global: int | None, step: int) -> str | None:
+    """The warning for a resume whose typed batch flags change the run's global batch, or None."""
+    new = resolved_batch.global_batch
+    if saved_global is None or new is None or new == saved_global:
+        return None
+    lost = "skipped" if new > saved_global else "re-trained"
+    return (
+        f"the global batch changes from {saved_global} to {new} at step {step}: from here on this run no "
+        f"longer trains as it did, and the trainer's data position ({step} steps x {new} samples) is not "
+        f"the {step * saved_global} samples seen so far, so samples are {lost}; resume without batch "
+        "flags to keep the run's training"
+    )

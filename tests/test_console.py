@@ -165,6 +165,28 @@ def test_progress_line_from_rank0s_records(tmp_path: Path) -> None:
     assert "ETA 0:20" in parts  # 20 steps left at 1 s a step
 
 
+def test_progress_line_shows_the_trainers_key_metric(tmp_path: Path) -> None:
+    """GRPO logs a reward, which is what its users watch; a GRPO log without a loss still shows."""
+    started = time.time() - 5
+    rundir.write_json(
+        tmp_path / rundir.PROGRESS,
+        {"phase": "training", "step": 3, "max_steps": 5, "first_step": 0, "started": started, "time": started + 3},
+    )  # fmt: skip
+    logs = [
+        {"step": 2, "loss": 0.01, "reward": 0.25, "kl": 0.1, "learning_rate": 1e-6},
+        {"step": 3, "reward": 0.5, "rewards/correctness/mean": 0.5, "learning_rate": 5e-7},
+    ]
+    for record in logs:
+        shown: list[str] = []
+        rundir.append_json_line(tmp_path / rundir.METRICS, {**record, "time": started + record["step"]})
+        console.Console(tmp_path, shown.append).tick(final=True)
+        parts = shown[0].split(" · ")
+        expected = (
+            ["loss 0.01", "reward 0.25", "lr 1e-06"] if "loss" in record else ["reward 0.5", "lr 5e-07"]
+        )
+        assert parts[1 : 1 + len(expected)] == expected
+
+
 def test_without_a_terminal_progress_is_printed_at_most_every_few_seconds(tmp_path: Path) -> None:
     shown: list[str] = []
     c = console.Console(tmp_path, shown.append)

@@ -123,3 +123,41 @@ def test_offloaded_steps_run_the_fused_optimizer_unless_the_recipe_chose(
     untouched = trl.SFTConfig(use_cpu=True, optim="adamw_torch")
     as_rank(untouched, resolved(), tmp_path / "attempts" / "1")
     assert optim(untouched) == "adamw_torch"
+
+
+def resumed_on_one_process(**typed: int) -> Resolved:
+    """The tutorial's run (micro 1 x accumulation 8 on 2 processes, global 16) resumed on 1 process,
+    decided as ``ftlaunch resume`` decides it."""
+    import dataclasses
+
+    from launcher.rules import Resume, resume_spec
+
+    spec = LaunchSpec(topology=Topology(procs=1), zero=Zero(stage=1), batch=Batch(**typed))
+    spec, batch, problems = resume_spec(spec, {"world_size": 2, "zero_stage": 1, "micro": 1, "grad_accum": 8})
+    assert problems == [] and batch is not None
+    resume = Resume("ckpt", 20, saved_global_batch=batch.saved_global, derived=batch.derived)
+    return dataclasses.replace(validate(spec), resume=resume)
+
+
+def test_on_resume_the_derived_batch_replaces_the_recipes_hard_coded_one(
+    tmp_path: Path, as_rank: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = tutorial_config(tmp_path)
+    as_rank(args, resumed_on_one_process(), tmp_path, world=1)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 16)
+    assert capsys.readouterr().err == (
+        "ftlaunch: the recipe's gradient_accumulation_steps=8 is replaced by 16 for this attempt to keep the "
+        "global batch 16 of the run on 1 process\n"
+    )
+
+
+def test_on_resume_a_typed_batch_flag_is_still_held_against_the_recipe(tmp_path: Path, as_rank: Any) -> None:
+    """--micro-batch 2 typed on resume: the recipe's micro 1 conflicts (refused); the accumulation
+    derived from it (8) replaces the recipe's without a word."""
+    args = tutorial_config(tmp_path)
+    with pytest.raises(SpecError) as err:
+        as_rank(args, resumed_on_one_process(micro=2), tmp_path, world=1)
+    (problem,) = err.value.problems
+    assert problem.startswith(
+        "the recipe sets per_device_train_batch_size=1 but the launch asks for --micro-batch"
+    )

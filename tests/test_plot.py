@@ -71,13 +71,15 @@ def runs(tmp_path: Path) -> dict[str, Path]:
 def test_attempts_join_into_one_curve_with_the_takeover_marked(runs: dict[str, Path]) -> None:
     a, b = curves([runs["a"], runs["b"]])
     assert a.run == runs["a"].name
-    assert [(p.step, p.attempt) for p in a.points] == [(s, 1) for s in range(1, 5)] + [
+    assert [(p.step, p.attempt) for p in a.points if "loss" in p.values] == [(s, 1) for s in range(1, 5)] + [
         (s, 2) for s in range(5, 11)
     ]
     assert a.series("loss")[1] == [loss_at(s, 1) for s in range(1, 5)] + [loss_at(s, 2) for s in range(5, 11)]
     assert a.series("learning_rate")[1][-1] == pytest.approx(1e-4 * 0.5)
     assert a.boundaries == (Boundary(attempt=2, step=4, resumed=True),)
     assert b.series("loss") == (list(range(1, 9)), [loss_at(s, 1) for s in range(1, 9)])  # no eval line
+    assert b.series("eval_loss") == ([4], [0.9]) and b.series("train_loss") == ([8], [1.0])
+    assert a.series("train_loss") == ([10], [1.0])  # the summary of attempt 1 was never written
     assert b.boundaries == ()
 
 
@@ -88,7 +90,7 @@ def test_a_restart_without_a_checkpoint_replaces_from_its_first_step(tmp_path: P
     rundir.write_attempt(run, 2, {})  # failed before logging: no boundary
     an_attempt(run, 3, range(1, 6))
     (c,) = curves([run])
-    assert [(p.step, p.attempt) for p in c.points] == [(s, 3) for s in range(1, 6)]
+    assert [(p.step, p.attempt) for p in c.points if "loss" in p.values] == [(s, 3) for s in range(1, 6)]
     assert c.boundaries == (Boundary(attempt=3, step=1, resumed=False),)
 
 
@@ -118,7 +120,7 @@ def test_default_output_is_plot_png_here(runs: dict[str, Path], in_tmp: Path) ->
 def test_a_run_without_metrics_is_named(runs: dict[str, Path], tmp_path: Path) -> None:
     empty = a_run(tmp_path / "runs", "gamma", created=3.0)
     rundir.write_attempt(empty, 1, {})
-    with pytest.raises(SpecError, match=rf"{empty.name}: no training loss logged yet"):
+    with pytest.raises(SpecError, match=rf"{empty.name}: no training metric logged yet"):
         curves([runs["a"], empty])
     out = tmp_path / "x.png"
     assert main(["plot", str(runs["a"]), str(empty), "-o", str(out)]) == 2
@@ -153,6 +155,76 @@ def test_status_shows_the_newest_logged_step_and_loss(
     columns = header.split()
     table = {r.split()[0]: dict(zip(columns, r.split(), strict=False)) for r in rows}
     assert table[runs["a"].name]["STEP"] == "10"
-    assert table[runs["a"].name]["LOSS"] == f"{loss_at(10, 2):.4g}"
+    assert table[runs["a"].name]["METRIC"] == "loss"  # the cell is "loss 2.33": split in two columns
+    assert rows[0].split()[columns.index("METRIC") + 1] == f"{loss_at(10, 2):.4g}"
     assert table[runs["b"].name]["STEP"] == "8"
-    assert table[runs["b"].name]["LOSS"] == f"{loss_at(8, 1):.4g}"
+    assert f"loss {loss_at(8, 1):.4g}" in rows[1]
+
+
+def a_grpo_run(runs: Path) -> Path:
+    """What TRL's GRPOTrainer logs: rewards per function, KL, lengths; here no loss at all."""
+    run = a_run(runs, "grpo", created=4.0)
+    attempt = rundir.write_attempt(run, 1, {})
+    for step in range(1, 6):
+        rundir.append_json_line(
+            attempt / rundir.METRICS,
+            {"step": step, "reward": step / 10, "reward_std": 0.1, "kl": step / 100,
+             "completions/mean_length": 30.0 + step, "learning_rate": 1e-6, "time": 1.0e9 + step},
+        )  # fmt: skip
+    rundir.append_json_line(attempt / rundir.METRICS, {"step": 5, "train_loss": 0.0, "train_runtime": 3.0})
+    return run
+
+
+def test_a_grpo_run_plots_its_reward_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from launcher.plot import chosen_metrics
+
+    run = a_grpo_run(tmp_path / "runs")
+    (c,) = curves([run])
+    assert chosen_metrics([c], []) == ["reward", "learning_rate"]
+    out = tmp_path / "grpo.png"
+    assert main(["plot", str(run), "-o", str(out)]) == 0
+    assert f"{run.name}: steps 1-5, last reward 0.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("logged", "defaults"),
+    [
+        (
+            {"loss", "rewards/margins", "rewards/accuracies", "learning_rate"},
+            ["rewards/margins", "loss", "learning_rate"],
+        ),
+        ({"loss", "learning_rate", "grad_norm"}, ["loss", "learning_rate"]),
+        ({"train_loss"}, ["train_loss"]),  # logged only at the end (logging_steps > max_steps)
+    ],
+)
+def test_default_metrics_follow_what_the_trainer_logged(logged: set[str], defaults: list[str]) -> None:
+    from launcher.metrics import default_metrics
+
+    assert default_metrics(logged) == defaults
+
+
+def test_plot_metric_draws_any_logged_key_and_names_the_keys_for_a_wrong_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = a_grpo_run(tmp_path / "runs")
+    out = tmp_path / "kl.png"
+    assert (
+        main(["plot", str(run), "--metric", "kl", "--metric", "completions/mean_length", "-o", str(out)]) == 0
+    )
+    assert "last kl 0.05" in capsys.readouterr().err and out.stat().st_size > 10_000
+    out.unlink()
+    assert main(["plot", str(run), "--metric", "rewrd", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--metric rewrd: not logged by {run.name}; did you mean reward" in err
+    assert "logged: completions/mean_length, kl, learning_rate, reward, reward_std, train_loss" in err
+    assert not out.exists()
+
+
+def test_compare_takes_a_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one, two = a_grpo_run(tmp_path / "runs"), a_grpo_run(tmp_path / "runs")
+    argv = ["compare", str(one), str(two)]
+    assert main(argv) == 0  # no loss logged: the reference's key metric, the reward, is compared
+    assert main([*argv, "--metric", "kl"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--metric", "loss"]) == 2
+    assert "--metric loss: not logged by the reference" in capsys.readouterr().err

@@ -176,7 +176,7 @@ def test_decided_json_records_the_choice_and_reads_back() -> None:
 
 
 def test_a_resume_keeps_the_checkpoints_stage() -> None:
-    spec, problems = resume_spec(auto_spec("full", 8), {"zero_stage": 3})
+    spec, _, problems = resume_spec(auto_spec("full", 8), {"zero_stage": 3})
     assert problems == [] and spec.zero.stage == 3
 
 
