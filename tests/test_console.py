@@ -170,7 +170,8 @@ def test_progress_line_shows_the_trainers_key_metric(tmp_path: Path) -> None:
     started = time.time() - 5
     rundir.write_json(
         tmp_path / rundir.PROGRESS,
-        {"phase": "training", "step": 3, "max_steps": 5, "first_step": 0, "started": started, "time": started + 3},
+        {"phase": "training", "step": 3, "max_steps": 5, "first_step": 0, "started": started,
+         "time": started + 3},
     )  # fmt: skip
     logs = [
         {"step": 2, "loss": 0.01, "reward": 0.25, "kl": 0.1, "learning_rate": 1e-6},

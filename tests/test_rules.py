@@ -122,7 +122,7 @@ def test_resume_split_rule(micro: int, accum: int, world: int, new_world: int) -
     """Kept global batch, micro never above the saved one and the largest that divides; refused
     exactly when the global batch does not split over the new world, naming world sizes that do."""
     glob = micro * accum * world
-    spec, chosen, problems = resume_spec(spec_on(new_world), saved_batch(micro, accum, world))
+    _, chosen, problems = resume_spec(spec_on(new_world), saved_batch(micro, accum, world))
     if glob % new_world:
         assert chosen is None and len(problems) == 1 and f"world size {new_world}:" in problems[0]
         suggested = [int(w) for w in problems[0].split("e.g. ")[1].split(" or ")]
