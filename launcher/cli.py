@@ -310,9 +310,12 @@ def resume_command(argv: list[str]) -> int:
         prog="ftlaunch resume",
         description="Continue a run from its latest complete checkpoint as a new attempt in the same "
         "run folder, with the run's recorded spec. Topology flags may change it: the global batch is "
-        "kept (accumulation rescaled) and a DeepSpeed checkpoint saved on another world size is "
-        "converted to a universal checkpoint.",
+        "kept (micro batch no larger than saved, the rest accumulated; a recipe's hard-coded values are "
+        "replaced) and a DeepSpeed checkpoint saved on another world size is converted to a universal "
+        "checkpoint. Batch flags given here take effect: another split of the same global batch, or a "
+        "deliberate change of it (warned and recorded).",
         epilog="examples:\n  ftlaunch resume RUN\n  ftlaunch resume RUN --procs 1\n"
+        "  ftlaunch resume RUN --gpus 8 --micro-batch 2\n"
         "  ftlaunch resume RUN --gpus 4 --slurm\n  ftlaunch resume RUN --local --gpus 8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
