@@ -212,6 +212,8 @@ def status_detail(run_dir: Path) -> int:
     run = rundir.read_run(run_dir)
     try:
         show_detail(run)
+    except BrokenPipeError:  # `status RUN | head`: the reader left, not a bad record
+        raise
     except RECORD_ERRORS as err:
         run.problems.append(f"{run.path}: unreadable record ({type(err).__name__}: {str(err)[:100]})")
     for problem in run.problems:

@@ -228,3 +228,13 @@ def test_compare_takes_a_metric(tmp_path: Path, capsys: pytest.CaptureFixture[st
     capsys.readouterr()
     assert main([*argv, "--metric", "loss"]) == 2
     assert "--metric loss: not logged by the reference" in capsys.readouterr().err
+
+
+def test_status_of_one_run_into_a_closed_pipe_reports_no_bad_record(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    for attempt in range(3, 60):  # enough lines to outlast the pipe's buffer
+        an_attempt(runs["b"], attempt, range(1, 3))
+    command = f"{sys.executable} -m launcher status --runs-dir '{tmp_path / 'runs'}' beta | head -1"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("run:") and "unreadable record" not in done.stderr, done.stderr
