@@ -170,8 +170,9 @@ def assert_plotted(run: Path, attempts: list[dict[int, float]], resumed_at: int)
     (curve,) = plot.curves([run])
     first, second = attempts
     expected = {**{s: v for s, v in first.items() if s <= resumed_at}, **second}
-    assert {p.step: p.loss for p in curve.points} == expected
-    assert [p.attempt for p in curve.points] == [1 if s <= resumed_at else 2 for s in sorted(expected)]
+    logged = [p for p in curve.points if "loss" in p.values]  # the summary line holds only train_loss
+    assert {p.step: p.values["loss"] for p in logged} == expected
+    assert [p.attempt for p in logged] == [1 if s <= resumed_at else 2 for s in sorted(expected)]
     assert curve.boundaries == (plot.Boundary(attempt=2, step=resumed_at, resumed=True),)
     from matplotlib import image
 
