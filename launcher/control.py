@@ -190,10 +190,11 @@ def row(run: rundir.RunInfo, slurm: dict[str, str]) -> tuple[str, ...]:
 
 
 def shown_metric(record: dict[str, Any]) -> str:
-    """The key metric of a trainer log as ``loss 2.31`` or ``reward 0.5``; ``-`` when none."""
+    """The key metric of a trainer log as ``loss=2.31`` or ``reward=0.5`` (one word: the table's
+    columns stay split by blanks for scripts); ``-`` when none."""
     key = metrics.key_metric(record)
     value = metrics.number(record.get(key)) if key else None
-    return f"{key} {value:.4g}" if value is not None else "-"
+    return f"{key}={value:.4g}" if value is not None else "-"
 
 
 def cell(value: Any) -> str:
