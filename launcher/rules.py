@@ -489,8 +489,8 @@ def resume_batch(typed: Batch, saved: BatchPlan, world: int) -> tuple[ResumeBatc
     split of the same global batch is as good, and a typed global batch changes the training
     (``batch_change``); they are taken, or refused, never dropped."""
     assert saved.global_batch is not None and saved.micro is not None
-    if world < 1:
-        return None, []  # reported by the topology rules
+    if world < 1 or any(v is not None and v < 1 for v in (typed.micro, typed.grad_accum, typed.global_batch)):
+        return None, []  # reported by the topology and scalar rules (``validate``)
     if typed.micro is not None and typed.grad_accum is not None:
         plan, problems = resolve_batch(typed.micro, typed.grad_accum, typed.global_batch, world)
         return _typed_batch(plan, (), saved, problems)
@@ -523,8 +523,6 @@ def _one_typed(
         else (typed.grad_accum, "--grad-accum", "micro")
     )
     assert given is not None
-    if given < 1:
-        return None, []  # reported by the scalar rules
     if per_rank % given:
         fits = ", ".join(str(d) for d in divisors(per_rank))
         kept = "the run's" if typed.global_batch is None else "the requested"

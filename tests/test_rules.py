@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from launcher.errors import SpecError
 from launcher.rules import (
     batch_change,
     resolve_batch,
@@ -190,6 +191,16 @@ def test_batch_flags_typed_on_resume_that_cannot_work_are_refused(
 ) -> None:
     _, chosen, problems = resume_spec(spec_on(2, **typed), SAVED)
     assert chosen is None and len(problems) == 1 and problems[0].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "typed", [{"global_batch": 0}, {"global_batch": -4}, {"micro": 0}, {"grad_accum": -1}]
+)
+def test_a_batch_flag_below_one_on_resume_is_refused_by_the_scalar_rules(typed: dict[str, int]) -> None:
+    spec, chosen, problems = resume_spec(spec_on(2, **typed), SAVED)
+    assert chosen is None and problems == []
+    with pytest.raises(SpecError, match=rf"--{'-'.join(next(iter(typed)).split('_'))}"):
+        validate(spec)
 
 
 @pytest.mark.parametrize(
