@@ -356,7 +356,8 @@ def write_plan(the_plan: Plan, resolved: Resolved) -> None:
     rundir.write_json(attempt_dir / rundir.HOST_ENV, rundir.recorded_env(os.environ))
     from launcher import envreport
 
-    rundir.write_json(attempt_dir / rundir.ENVIRONMENT, envreport.at_launch(the_plan))
+    facts = envreport.at_launch(the_plan.cwd, the_plan.resolved.spec.recipe, the_plan.backend)
+    rundir.write_json(attempt_dir / rundir.ENVIRONMENT, facts)
 
 
 def follow(job: Job, the_plan: Plan, wait: bool) -> int:

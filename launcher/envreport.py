@@ -28,7 +28,6 @@ from launcher import opcache, redact, rundir
 from launcher.errors import Parser
 
 if TYPE_CHECKING:
-    from launcher.backends.base import Plan
     from launcher.rules import Hardware
 
 LIBRARIES = (
@@ -239,14 +238,14 @@ def gather(env: Mapping[str, str], check_slurm: bool = True) -> dict[str, Any]:
         )
 
 
-def at_launch(the_plan: Plan) -> dict[str, Any]:
+def at_launch(cwd: str, recipe_path: str | None, backend: str) -> dict[str, Any]:
     """What ``environment.json`` records for an attempt: the facts of the launching machine and the
     recipe's git commit. SLURM is asked only for a SLURM launch (a local one does not depend on it);
     git runs beside ``nvidia-smi`` to keep the launch fast."""
-    recipe = Path(the_plan.cwd, the_plan.resolved.spec.recipe or ".")
+    recipe = Path(cwd, recipe_path or ".")
     with ThreadPoolExecutor(max_workers=1) as pool:
         git = pool.submit(git_state, recipe.parent)
-        found = gather(os.environ, check_slurm=the_plan.backend == "slurm")
+        found = gather(os.environ, check_slurm=backend == "slurm")
         found["recipe"] = {"path": str(recipe), "git": git.result()}
     return found
 

@@ -100,16 +100,12 @@ class Plan:
 
 
 class Job(Protocol):
-    """A submitted attempt: its state, its outcome, and a way to stop it."""
+    """A submitted attempt: its id and its outcome (job control goes through the run folder)."""
 
     @property
     def job_id(self) -> str | None: ...
 
-    def state(self) -> str: ...
-
     def wait(self) -> int: ...
-
-    def cancel(self) -> None: ...
 
     def report(self) -> list[str]:
         """Lines to show under the outcome: the failing rank's last words, a warnings summary."""
@@ -137,9 +133,14 @@ def backend_for(resolved: Resolved) -> Backend:
     return local
 
 
+def rendered_for(resolved: Resolved, run_dir: Path, attempt: int) -> Rendered:
+    """The attempt's files, with the DeepSpeed config's path inside the attempt's folder."""
+    attempt_dir = rundir.attempt_path(run_dir, attempt)
+    return render_all(resolved, deepspeed_path=str(attempt_dir / DEEPSPEED_FILE))
+
+
 def make_plan(resolved: Resolved, run_dir: Path, attempt: int, cwd: str) -> Plan:
     """Render the attempt's files and let its backend plan them. Pure and deterministic: a requeued
-    SLURM node calls it again for its new attempt and gets the plan the dry run would print."""
-    attempt_dir = rundir.attempt_path(run_dir, attempt)
-    rendered = render_all(resolved, deepspeed_path=str(attempt_dir / DEEPSPEED_FILE))
+    SLURM node plans its new attempt the same way and gets the plan the dry run would print."""
+    rendered = rendered_for(resolved, run_dir, attempt)
     return backend_for(resolved).plan(resolved, rendered, run_dir, attempt, cwd)

@@ -72,14 +72,8 @@ class LocalJob:
     verdict: node.Verdict
     job_id: str | None = None
 
-    def state(self) -> str:
-        return self.verdict.state
-
     def wait(self) -> int:
         return self.verdict.exit_code
-
-    def cancel(self) -> None:  # nothing left to stop: the run is over when the job exists
-        return None
 
     def report(self) -> list[str]:
         return list(self.verdict.report)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from launcher import console, node, rendezvous, rundir, saving
-from launcher.backends.base import HEAD, NODE_RANK, PORT, Plan, make_plan
+from launcher.backends.base import HEAD, NODE_RANK, PORT, Plan, rendered_for
 from launcher.backends.local import accelerate_argv, record_verdict
 from launcher.render import Rendered, attempt_texts
 from launcher.rules import Resolved, time_minutes
@@ -133,7 +133,9 @@ class NodeTask:
         hosts = list(job.hostnames)
         node_rank = job.node
         attempt = self.attempt()
-        the_plan = make_plan(self.resolved_for(attempt), self.run_dir, attempt, self.cwd)
+        resolved = self.resolved_for(attempt)  # always a SLURM spec: this module plans it
+        rendered = rendered_for(resolved, self.run_dir, attempt)
+        the_plan = plan(resolved, rendered, self.run_dir, attempt, self.cwd)
         attempt_dir = rundir.write_attempt(self.run_dir, attempt, the_plan.files())
         head = os.environ.get("FTLAUNCH_HEAD_ADDR") or hosts[0]
         port = port_for(str(job.raw_job_id))
@@ -142,7 +144,8 @@ class NodeTask:
 
             # The compute node's facts (the submit-time record described the login node), also
             # for a requeued attempt, which no launcher wrote.
-            rundir.write_json(attempt_dir / rundir.ENVIRONMENT, envreport.at_launch(the_plan))
+            facts = envreport.at_launch(self.cwd, resolved.spec.recipe, NAME)
+            rundir.write_json(attempt_dir / rundir.ENVIRONMENT, facts)
             rundir.update_status(
                 attempt_dir,
                 state="running",
@@ -243,12 +246,6 @@ class SlurmJob:
     @property
     def job_id(self) -> str | None:
         return str(self.job.job_id)
-
-    def state(self) -> str:
-        return str(self.job.state)
-
-    def cancel(self) -> None:
-        self.job.cancel(check=False)
 
     def report(self) -> list[str]:  # each node's console (SLURM's output file) has its own
         return []
