@@ -85,7 +85,7 @@ def machine() -> str:
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON file another process may be rewriting: {} while it is absent or half-written (the
     run folder's own reader; ``launcher.rundir`` imports only the standard library)."""
-    from launcher.rundir import read_json_quiet
+    from launcher.records.rundir import read_json_quiet
 
     return read_json_quiet(path)
 

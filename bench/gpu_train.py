@@ -95,7 +95,7 @@ runpy.run_path({recipe!r}, run_name="__main__")
 
 
 def gpus_here() -> tuple[str, ...]:
-    from launcher.hardware import probe
+    from launcher.machine.hardware import probe
 
     return probe().gpu_names
 

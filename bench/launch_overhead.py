@@ -161,7 +161,7 @@ def process_moments(env: dict[str, str]) -> dict[str, float]:
     def kind(cmd: str) -> str:
         if "accelerate.commands.launch" in cmd:
             return "accelerate launch"
-        if "launcher.entry" in cmd:
+        if "launcher.rank.entry" in cmd:
             return "rank"
         if "-m launcher " in cmd:
             return "ftlaunch CLI"  # its command line names the recipe too

@@ -18,13 +18,21 @@ from collections.abc import Mapping, Sequence
 from launcher.errors import SpecError
 
 PREFIX = "FTLAUNCH_SECRET_"
+
+
 PLACEHOLDER = re.compile(r"\$\{(" + PREFIX + r"[A-Z0-9_]+)\}")
+
+
 SECRET_NAME = re.compile(
     r"(^|[_-])(token|password|passwd|passphrase|secret|api[_-]?key|key|credentials?|auth)([_-]|$)", re.I
 )
+
+
 NOT_SECRET_NAMES = {  # tokenizer special tokens, not credentials
     "pad_token", "eos_token", "bos_token", "unk_token", "sep_token", "cls_token", "mask_token",
 }  # fmt: skip
+
+
 SECRET_VALUE = re.compile(
     r"hf_[A-Za-z0-9]{30,}"
     r"|sk-[A-Za-z0-9_-]{20,}"
@@ -95,6 +103,50 @@ def reveal(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     return [PLACEHOLDER.sub(lambda m: environ[m.group(1)], arg) for arg in args]
 
 
-def redact_text(text: str) -> str:
-    """Token-looking values masked in free text (console lines, messages)."""
-    return SECRET_VALUE.sub("***", text)
+# Environment worth keeping to reproduce a run; anything that looks like a credential is dropped.
+_KEEP_PREFIXES = (
+    "CUDA_",
+    "NCCL_",
+    "TORCH_",
+    "DS_",
+    "ACCELERATE_",
+    "HF_",
+    "OMP_",
+    "MASTER_",
+    "SLURM_",
+    "PYTORCH_",
+    "TRANSFORMERS_",
+    "FTLAUNCH_",
+    "WORLD_SIZE",
+    "PYTHONPATH",
+    "LOCAL_",
+    "GLOO_",
+)
+
+
+_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL|AUTH|PRIVATE", re.IGNORECASE)
+
+
+def recorded_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The launching shell's relevant variables: secrets by name dropped, credentials in URLs masked."""
+    return {
+        k: redact_url_credentials(v)
+        for k, v in sorted(env.items())
+        if k.startswith(_KEEP_PREFIXES) and not _SECRET.search(k)
+    }
+
+
+_URL_CREDENTIALS = re.compile(  # a short scheme at a word start: no quadratic backtracking
+    r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,30}://)(?P<user>[^/@:\s]*)(?::[^/@\s]*)?@"
+)
+
+
+def redact_url_credentials(text: str) -> str:
+    """``https://user:pass@host`` -> ``https://user:***@host``; ``https://token@host`` -> ``https://***@host``."""
+
+    def mask(m: re.Match[str]) -> str:
+        password = m.group(0)[len(m.group("scheme")) + len(m.group("user")) :].startswith(":")
+        user = f"{m.group('user')}:***" if password else "***"
+        return f"{m.group('scheme')}{user}@"
+
+    return _URL_CREDENTIALS.sub(mask, text)

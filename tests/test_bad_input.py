@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from launcher.cli import main
-from launcher.rules import Hardware, hardware_problems, validate
-from launcher.spec import LaunchSpec, Topology
+from launcher.machine.hardware import Hardware, hardware_problems
+from launcher.rules.validate import validate
+from launcher.spec.launchspec import LaunchSpec, Topology
 
 # (argv, job YAML text or None, fragments the error must contain)
 CASES = [

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from launcher import checkpoints
-from launcher.checkpoints import MARKER, Checkpoint, CheckpointError
+from launcher.records import checkpoints
+from launcher.records.checkpoints import MARKER, Checkpoint, CheckpointError
+from launcher.records.universal import to_universal
 
 pytestmark = pytest.mark.e2e
 
@@ -198,7 +199,7 @@ def test_plain_ddp_checkpoint(trained: dict[str, Path], tmp_path: Path) -> None:
     expected = {"world_size": None, "zero_stage": 0, "micro": 2, "grad_accum": None, "global_batch": None}
     assert checkpoints.topology(only) == expected
     with pytest.raises(CheckpointError, match=r"checkpoint-2: not a DeepSpeed checkpoint"):
-        checkpoints.to_universal(only)
+        to_universal(only)
 
 
 def test_plain_ddp_without_optimizer_state_is_not_resumable(trained: dict[str, Path], tmp_path: Path) -> None:
@@ -314,7 +315,7 @@ def test_to_universal_converts_inside_the_checkpoint_once(
     folder, tag = latest.path, (latest.path / "latest").read_text().strip()
     (folder / ".ftlaunch-universal-crashed").mkdir()  # a crashed earlier attempt's staging folder
 
-    universal = checkpoints.to_universal(latest)
+    universal = to_universal(latest)
 
     assert universal == folder / f"{tag}_universal" and (universal / "zero").is_dir()
     assert (folder / "latest_universal").read_text() == f"{tag}_universal"
@@ -322,7 +323,7 @@ def test_to_universal_converts_inside_the_checkpoint_once(
     assert by_step(out)[latest.step].complete  # converting does not touch what the marker vouches for
     stamp = (folder / "latest_universal").stat().st_mtime_ns, universal.stat().st_mtime_ns
     started = time.monotonic()
-    assert checkpoints.to_universal(latest) == universal
+    assert to_universal(latest) == universal
     assert time.monotonic() - started < 1  # no converter run (importing DeepSpeed alone takes seconds)
     assert ((folder / "latest_universal").stat().st_mtime_ns, universal.stat().st_mtime_ns) == stamp
 
@@ -335,7 +336,7 @@ def test_a_universal_folder_not_named_by_latest_universal_is_redone(
     latest, _ = checkpoints.latest_complete(out)
     assert latest is not None
     (latest.path / "global_step4_universal" / "zero").mkdir(parents=True)
-    universal = checkpoints.to_universal(latest)
+    universal = to_universal(latest)
     assert list((universal / "zero").iterdir())
     assert (latest.path / "latest_universal").read_text() == "global_step4_universal"
 
@@ -351,7 +352,7 @@ def test_a_failed_conversion_names_the_checkpoint_and_leaves_nothing(
     with pytest.raises(
         CheckpointError, match=r"checkpoint-4: converting to a universal checkpoint failed"
     ) as err:
-        checkpoints.to_universal(latest)
+        to_universal(latest)
     assert "Traceback" in str(err.value) or "Error" in str(err.value)
     left = {p.name for p in latest.path.iterdir()}
     assert "latest_universal" not in left and "global_step4_universal" not in left
@@ -361,7 +362,7 @@ def test_a_failed_conversion_names_the_checkpoint_and_leaves_nothing(
 def test_an_incomplete_checkpoint_is_not_converted(trained: dict[str, Path]) -> None:
     (_, newest) = checkpoints.scan(trained["zero2"])
     with pytest.raises(CheckpointError, match=r"checkpoint-4: not converting an incomplete checkpoint"):
-        checkpoints.to_universal(newest)
+        to_universal(newest)
 
 
 # --- retention ----------------------------------------------------------------------------------

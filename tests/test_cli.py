@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from launcher.cli import COMMANDS, main
+from launcher.protocol import ENTRY_MODULE
 
 HEAVY = ("torch", "transformers", "trl", "deepspeed", "submitit", "peft", "accelerate")
 
@@ -89,7 +90,7 @@ def test_dry_run_prints_numbers_files_and_command(in_tmp: Path, capsys: pytest.C
     assert (ds["train_batch_size"], ds["gradient_accumulation_steps"], ds["bf16"]["enabled"]) == (64, 4, True)
     assert accel["deepspeed_config"]["deepspeed_config_file"].endswith("ds_config.json")
     command = out.split("command.sh (one node's)\n")[1].strip()
-    assert "accelerate.commands.launch" in command and "launcher.entry" in command
+    assert "accelerate.commands.launch" in command and ENTRY_MODULE in command
     assert command.endswith("recipe.py --learning_rate 1e-4")
     assert not (in_tmp / "runs").exists(), "--dry-run must write nothing"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compare, rundir
-from launcher.cli import main
+from launcher.cli import compare, main
+from launcher.records import rundir
 
 
 def a_run(runs: Path, name: str, losses: dict[int, float], global_batch: int = 8) -> Path:

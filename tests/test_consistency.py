@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from launcher.render import render_all, texts
-from launcher.rules import Resolved, validate
-from launcher.spec import Batch, LaunchSpec, Topology, Zero
+from launcher.rules.validate import validate
+from launcher.spec.decided import Resolved
+from launcher.spec.launchspec import Batch, LaunchSpec, Topology, Zero
 
 transformers = pytest.importorskip("transformers")
 deepspeed_config = pytest.importorskip("deepspeed.runtime.config")

@@ -9,8 +9,9 @@ import json
 import time
 from pathlib import Path
 
-from launcher import console, rundir
-from launcher.console import Screen
+from launcher.records import rundir
+from launcher.run import console, lines
+from launcher.run.console import Screen
 
 SITE = "/work/.venv/lib/python3.11/site-packages"
 GATHER = (
@@ -23,7 +24,7 @@ TRAINER_LOG = "{'loss': '0.613', 'grad_norm': '1.2', 'learning_rate': '6e-07', '
 CRASH = [
     "[rank1]:[rank1]: Traceback (most recent call last):",
     '[rank1]:[rank1]:   File "<frozen runpy>", line 88, in _run_code',
-    '[rank1]:[rank1]:   File "/work/main/launcher/entry.py", line 61, in main',
+    '[rank1]:[rank1]:   File "/work/main/launcher/rank/entry.py", line 61, in main',
     "[rank1]:[rank1]:     run_recipe(recipe, redact.reveal(recipe_args, os.environ))",
     '[rank1]:[rank1]:   File "jobs/recipe.py", line 14, in <module>',
     '[rank1]:[rank1]:     load_shard(int(os.environ["RANK"]))',
@@ -122,7 +123,7 @@ def test_tracebacks_are_held_and_the_cause_is_reported_not_the_lost_peer(tmp_pat
     assert report[0] == "  rank 1 failed first: ValueError: shard 1 is missing"
     frames = "\n".join(report[1:-1])
     assert "load_shard" in frames and 'raise ValueError(f"shard {rank} is missing")' in frames
-    assert "runpy" not in frames and "launcher/entry.py" not in frames and "^^^" not in frames
+    assert "runpy" not in frames and "launcher/rank/entry.py" not in frames and "^^^" not in frames
     assert report[-1].endswith("node0.log")
 
 
@@ -213,8 +214,8 @@ def test_a_silent_phase_is_announced_without_a_terminal(tmp_path: Path) -> None:
 
 
 def test_format_ranks() -> None:
-    assert console.format_ranks([5, 0, 1, 2, 3, 7, 8]) == "0-3,5,7-8"
-    assert console.format_ranks([4]) == "4"
+    assert lines.format_ranks([5, 0, 1, 2, 3, 7, 8]) == "0-3,5,7-8"
+    assert lines.format_ranks([4]) == "4"
 
 
 class HungUpTerminal(io.StringIO):

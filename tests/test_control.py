@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from launcher import rundir
 from launcher.cli import main
 from launcher.errors import SpecError
-from launcher.resume import decide
-from launcher.spec import LaunchSpec, Topology
+from launcher.records import rundir
+from launcher.records.resume import decide
+from launcher.spec.launchspec import LaunchSpec, Topology
 
 NODE0 = "[rank0]:step 1\n[rank1]:other rank\nnode message\n[rank0]:step 2\n"
 

@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 
-from launcher import drift, libsource
+from launcher.machine import drift, libsource
 
 trl = pytest.importorskip("trl")
 transformers = pytest.importorskip("transformers")

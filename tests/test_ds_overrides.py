@@ -18,17 +18,21 @@ from typing import Any
 
 import pytest
 
-from launcher import libcheck
-from launcher.backends.local import accelerate_argv
-from launcher.cli import launch_parser, main, spec_from_args
-from launcher.dsschema import TYPES
+from launcher.backends.base import node_command
+from launcher.cli import main
+from launcher.cli.flags import spec_from_args
+from launcher.cli.launch import launch_parser
 from launcher.errors import SpecError
+from launcher.machine import libcheck
+from launcher.protocol import ENTRY_MODULE
 from launcher.render import render_all
 from launcher.render.accelerate import OWNED_OPTIONS, render_accelerate
 from launcher.render.deepspeed import OWNED, spec_config
-from launcher.rules import Resolved, Resume, validate
-from launcher.settings import leaf_items_of
-from launcher.spec import Batch, LaunchSpec, Topology, Zero, from_mapping, to_dict
+from launcher.render.dsschema import TYPES
+from launcher.rules.validate import validate
+from launcher.spec.decided import Resolved, Resume
+from launcher.spec.launchspec import Batch, LaunchSpec, Topology, Zero, from_mapping, to_dict
+from launcher.spec.settings import leaf_items_of
 from tests.test_cli import heavy_modules_after
 
 RECIPE = "recipe.py"
@@ -131,8 +135,8 @@ def test_accelerate_options_reach_the_command_last_one_winning(in_tmp: Path) -> 
             *("--accelerate", "debug"),
         ]
     )
-    argv = accelerate_argv(resolved, in_tmp, [])
-    entry = argv.index("launcher.entry") - 1
+    argv = node_command(resolved, in_tmp, [])
+    entry = argv.index(ENTRY_MODULE) - 1
     assert list(argv[entry - 2 : entry]) == ["--dynamo_backend=no", "--debug"]
     assert libcheck.problems(resolved) == []
 
@@ -214,8 +218,8 @@ def test_every_accelerate_option_ftlaunch_sets_is_owned(in_tmp: Path) -> None:
 
     options = {o.lstrip("-") for a in launch_command_parser()._actions for o in a.option_strings}
     resolved = validate(LaunchSpec(recipe=RECIPE, topology=Topology(gpus=2), zero=Zero(stage=3)))
-    argv = accelerate_argv(resolved, in_tmp, ["--machine_rank", "0", "--main_process_ip", "h"])
-    used = {a.lstrip("-") for a in argv[: argv.index("launcher.entry")] if a.startswith("--")}
+    argv = node_command(resolved, in_tmp, ["--machine_rank", "0", "--main_process_ip", "h"])
+    used = {a.lstrip("-") for a in argv[: argv.index(ENTRY_MODULE)] if a.startswith("--")}
     rendered = {key.split(".")[-1] for key, _ in leaf_items_of(render_accelerate(resolved, "x", 0, "h", 1))}
     set_by_ftlaunch = (used | rendered) & options - {"main_training_function"}  # the recipe's own choice
     assert set_by_ftlaunch - set(OWNED_OPTIONS) == set()
@@ -413,7 +417,7 @@ def test_the_dry_run_shows_the_merged_config(in_tmp: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     ds = json.loads("{" + out.split("ds_config.json\n{", 1)[1].split("\n# ---", 1)[0])
     assert ds["zero_optimization"]["reduce_bucket_size"] == 500_000_000 and ds["wall_clock_breakdown"] is True
-    assert "--dynamo_backend=no -m launcher.entry" in out
+    assert f"--dynamo_backend=no -m {ENTRY_MODULE}" in out
     assert '"deepspeed": [\n' in out  # recorded in the decided spec
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from launcher.entry import reconcile
 from launcher.errors import SpecError
-from launcher.render import render_trainer_overrides
-from launcher.rules import Resolved, validate
-from launcher.spec import Batch, LaunchSpec, Topology, Zero
+from launcher.rank.guard import reconcile
+from launcher.render.trainer import render_trainer_overrides
+from launcher.rules.validate import validate
+from launcher.spec.decided import Resolved
+from launcher.spec.launchspec import Batch, LaunchSpec, Topology, Zero
 
 trl = pytest.importorskip("trl")
 
@@ -130,7 +131,8 @@ def resumed_on_one_process(**typed: int) -> Resolved:
     decided as ``ftlaunch resume`` decides it."""
     import dataclasses
 
-    from launcher.rules import Resume, resume_spec
+    from launcher.rules.resume import resume_spec
+    from launcher.spec.decided import Resume
 
     spec = LaunchSpec(topology=Topology(procs=1), zero=Zero(stage=1), batch=Batch(**typed))
     spec, batch, problems = resume_spec(spec, {"world_size": 2, "zero_stage": 1, "micro": 1, "grad_accum": 8})

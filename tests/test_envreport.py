@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from launcher import envreport, rundir
-from launcher.backends.base import make_plan
-from launcher.cli import main, write_plan
-from launcher.rules import validate
-from launcher.spec import LaunchSpec, Topology
+from launcher.backends import make_plan
+from launcher.cli import main
+from launcher.launch import write_plan
+from launcher.machine import envreport
+from launcher.records import rundir
+from launcher.rules.validate import validate
+from launcher.spec.launchspec import LaunchSpec, Topology
 
 HEAVY = (
     "torch",

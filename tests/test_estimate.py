@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from launcher import estimate
 from launcher.cli import main
-from launcher.estimate import Option, Workload, model_from_config
+from launcher.sizing import estimate
+from launcher.sizing.estimate import Option, Workload, model_from_config
 
 # Shapes of real models (their config.json's architecture fields), small enough to build on meta.
 QWEN2_05B = {
@@ -344,7 +344,7 @@ def test_an_unknown_architecture_is_counted_by_transformers(
 
 
 def test_gpu_memory_comes_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from launcher.hardware import probe
+    from launcher.machine.hardware import probe
 
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\nprintf '0, GPU-a, H100, 9.0, 81559 MiB\\n1, GPU-b, A100, 8.0, 40960 MiB\\n'\n")

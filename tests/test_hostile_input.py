@@ -195,7 +195,7 @@ def test_unknown_compute_capability_is_no_crash(
 
 
 def test_gpus_listed_by_uuid_are_visible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from launcher.hardware import probe
+    from launcher.machine.hardware import probe
 
     fake_nvidia_smi(
         tmp_path, "0, GPU-aaaa-1, H100, 9.0\\n1, GPU-bbbb-2, H100, 9.0\\n2, GPU-cccc-3, H100, 9.0\\n"

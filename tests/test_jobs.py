@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.jobfile import load as load_job
-from launcher.rules import validate
+from launcher.rules.validate import validate
+from launcher.spec.jobfile import load as load_job
 
 from .conftest import REPO
 

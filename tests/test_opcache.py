@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from launcher import opcache
+from launcher.machine import opcache
 
 OLD = opcache.QUIET_SECONDS + 60
 
@@ -105,8 +105,8 @@ def test_a_stop_signal_during_a_build_releases_the_lock(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             # As a rank does it: the guard is set up before torch's extension loader is imported.
-            "import subprocess; from launcher import opcache; "
-            "opcache.guard_builds_once_loaded(); opcache.guard_builds_once_loaded(); "
+            "import subprocess; from launcher.rank import opguard; "
+            "opguard.guard_builds_once_loaded(); opguard.guard_builds_once_loaded(); "
             "import torch.utils.cpp_extension as ce; "
             "ce._write_ninja_file_and_build_library = lambda **kw: subprocess.run(['sleep', '60']); "
             f"ce.load('op', [{str(source)!r}], build_directory={str(build)!r})",
@@ -135,8 +135,8 @@ def test_a_rank_waiting_on_a_lock_says_so_and_goes_on_when_it_goes(tmp_path: Pat
         [
             sys.executable,
             "-c",
-            "from launcher import opcache; from torch.utils.file_baton import FileBaton; "
-            f"opcache.guard_builds(); FileBaton({str(lock)!r}).wait()",
+            "from launcher.rank import opguard; from torch.utils.file_baton import FileBaton; "
+            f"opguard.guard_builds(); FileBaton({str(lock)!r}).wait()",
         ],
         stderr=subprocess.PIPE,
         text=True,

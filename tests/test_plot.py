@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import rundir
 from launcher.cli import main
 from launcher.errors import SpecError
-from launcher.plot import Boundary, curves
+from launcher.records import rundir
+from launcher.records.curves import Boundary, curves
 from launcher.render import DECIDED_FILE
 
 
@@ -175,7 +175,7 @@ def a_grpo_run(runs: Path) -> Path:
 
 
 def test_a_grpo_run_plots_its_reward_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from launcher.plot import chosen_metrics
+    from launcher.records.curves import chosen_metrics
 
     run = a_grpo_run(tmp_path / "runs")
     (c,) = curves([run])
@@ -197,7 +197,7 @@ def test_a_grpo_run_plots_its_reward_by_default(tmp_path: Path, capsys: pytest.C
     ],
 )
 def test_default_metrics_follow_what_the_trainer_logged(logged: set[str], defaults: list[str]) -> None:
-    from launcher.metrics import default_metrics
+    from launcher.records.metrics import default_metrics
 
     assert default_metrics(logged) == defaults
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher import jobfile, preflight
+from launcher.machine import preflight
+from launcher.spec import jobfile
 from tests.test_cli import heavy_modules_after
 
 REPO = Path(__file__).resolve().parents[1]

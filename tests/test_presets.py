@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 
-from launcher.cli import preset_texts
-from launcher.presets import ACCELERATE_DIR, DEEPSPEED_DIR
+from launcher.cli.configs import preset_texts
+from launcher.spec.presets import ACCELERATE_DIR, DEEPSPEED_DIR
 
 from .conftest import REPO
 

@@ -12,12 +12,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from launcher import entry, jobfile
-from launcher.backends.base import make_plan
-from launcher.cli import launch_parser, spec_from_args
+from launcher.backends import make_plan
+from launcher.cli.flags import spec_from_args
+from launcher.cli.launch import launch_parser
 from launcher.errors import SpecError
-from launcher.recipe import recipe_args_of, split_at_recipe
-from launcher.rules import validate
+from launcher.protocol import ENTRY_MODULE
+from launcher.rank import entry
+from launcher.rules.validate import validate
+from launcher.spec import jobfile
+from launcher.spec.recipe import recipe_args_of, split_at_recipe
 
 TRICKY = [
     "",
@@ -99,7 +102,7 @@ def test_the_planned_command_and_the_rank_give_the_recipe_every_argument(
     plan = make_plan(validate(spec), tmp_path / "run", 1, str(tmp_path))
     assert list(plan.argv[plan.recipe_at + 1 :]) == args
     assert shlex.split(plan.shell_command())[-len(args) - 1 :] == ["recipe.py", *args]
-    rank_argv = list(plan.argv[plan.argv.index("launcher.entry") + 1 :])
+    rank_argv = list(plan.argv[plan.argv.index(ENTRY_MODULE) + 1 :])
     _, recipe, received = entry.parse_args(rank_argv)
     assert (recipe, received) == ("recipe.py", args)
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from launcher.rendezvous import PreflightError, barrier
+from launcher.run.rendezvous import PreflightError, barrier
 
 
 def free_port() -> int:

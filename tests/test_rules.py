@@ -8,15 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from launcher.errors import SpecError
-from launcher.rules import (
-    batch_change,
-    resolve_batch,
-    resume_spec,
-    same_training_problems,
-    time_minutes,
-    validate,
-)
-from launcher.spec import Batch, LaunchSpec, Topology, Zero
+from launcher.rules.batch import resolve_batch
+from launcher.rules.resume import batch_change, resume_spec, same_training_problems
+from launcher.rules.validate import time_minutes, validate
+from launcher.spec.launchspec import Batch, LaunchSpec, Topology, Zero
 
 small = st.integers(min_value=1, max_value=64)
 worlds = st.integers(min_value=1, max_value=256)

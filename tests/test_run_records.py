@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import rundir
+from launcher import redact
 from launcher.cli import main
+from launcher.records import rundir, runs
 
 NOW = time.time()
 ODD_STATUS: dict[str, bytes] = {
@@ -77,12 +78,12 @@ def test_a_recycled_pid_is_not_a_running_launcher(tmp_path: Path) -> None:
     try:
         status = {"state": "running", "launcher_pid": younger.pid, "started": time.time() - 1000}
         run = make_run(tmp_path, "recycled", json.dumps(status).encode())
-        info = rundir.read_run(run)
+        info = runs.read_run(run)
         assert info.state == "lost"
         assert info.latest is not None and "ftlaunch resume" in info.latest.why_lost
         status["started"] = time.time() + 5  # the same process, started before the attempt: alive
         (run / "attempts" / "1" / rundir.STATUS).write_text(json.dumps(status))
-        assert rundir.read_run(run).state == "running"
+        assert runs.read_run(run).state == "running"
     finally:
         younger.kill()
         younger.wait()
@@ -110,9 +111,9 @@ def test_records_take_the_umask_not_0600(tmp_path: Path) -> None:
     ],
 )
 def test_credentials_in_recorded_urls_are_masked(value: str, recorded: str) -> None:
-    assert rundir.recorded_env({"HF_ENDPOINT": value}) == {"HF_ENDPOINT": recorded}
+    assert redact.recorded_env({"HF_ENDPOINT": value}) == {"HF_ENDPOINT": recorded}
 
 
 def test_secret_named_variables_are_never_recorded() -> None:
     env = {"HF_TOKEN": "hf_x", "HF_HOME": "/h", "WANDB_API_KEY": "k", "NCCL_DEBUG": "INFO"}
-    assert rundir.recorded_env(env) == {"HF_HOME": "/h", "NCCL_DEBUG": "INFO"}
+    assert redact.recorded_env(env) == {"HF_HOME": "/h", "NCCL_DEBUG": "INFO"}

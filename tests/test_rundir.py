@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from launcher import node, rundir
-from launcher.node import judge
+from launcher import redact
+from launcher.records import rundir, runs
+from launcher.records import verdict as verdicts
+from launcher.records.verdict import judge
 
 
 def test_each_launch_gets_a_new_folder(tmp_path: Path) -> None:
@@ -30,7 +32,7 @@ def test_credentials_are_never_recorded() -> None:
         "AWS_SECRET_ACCESS_KEY": "s",
         "CUDA_VISIBLE_DEVICES": "0,1",
     }
-    assert rundir.recorded_env(env) == {"CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/h", "NCCL_DEBUG": "INFO"}
+    assert redact.recorded_env(env) == {"CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/h", "NCCL_DEBUG": "INFO"}
 
 
 def test_status_updates_merge(tmp_path: Path) -> None:
@@ -61,7 +63,7 @@ def test_crash_at_shutdown_after_training_is_reported_as_finished(tmp_path: Path
 def test_missing_completion_marker_is_a_failure_whatever_the_exit_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node, "MARKER_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(verdicts, "MARKER_WAIT_SECONDS", 0.2)
     attempt = _attempt_with_markers(tmp_path, ranks=1)
     verdict = judge(attempt, node_rank=0, world_size=2, exit_code=0)
     assert (verdict.state, verdict.exit_code) == ("failed", 1)
@@ -79,9 +81,9 @@ def test_a_running_run_whose_launcher_died_is_lost(tmp_path: Path) -> None:
     rundir.write_json(run / rundir.SPEC, {})
     attempt = rundir.write_attempt(run, 1, {})
     rundir.update_status(attempt, state="running", launcher_pid=int(gone.stdout))
-    assert [r.state for r in rundir.list_runs(tmp_path)] == ["lost"]
+    assert [r.state for r in runs.list_runs(tmp_path)] == ["lost"]
     rundir.update_status(attempt, launcher_pid=os.getpid())
-    assert [r.state for r in rundir.list_runs(tmp_path)] == ["running"]
+    assert [r.state for r in runs.list_runs(tmp_path)] == ["running"]
 
 
 def test_attempts_keep_their_own_files_and_requeued_nodes_never_overwrite(tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ def test_a_corrupt_status_is_reported_not_fatal(tmp_path: Path) -> None:
     run = rundir.create(tmp_path, "r")
     rundir.write_json(run / rundir.SPEC, {})
     (rundir.write_attempt(run, 1, {}) / rundir.STATUS).write_text("{not json")
-    (info,) = rundir.list_runs(tmp_path)
+    (info,) = runs.list_runs(tmp_path)
     assert info.state == "unreadable" and "unreadable" in info.problems[0]
 
 
@@ -107,17 +109,17 @@ def test_runs_are_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
     b = rundir.create(tmp_path, "beta")
     for run in (a, b):
         rundir.write_json(run / rundir.SPEC, {})
-    assert rundir.find_run(tmp_path, str(a)) == a
-    assert rundir.find_run(tmp_path, b.name) == b
-    assert rundir.find_run(tmp_path, "alp") == a
+    assert runs.find_run(tmp_path, str(a)) == a
+    assert runs.find_run(tmp_path, b.name) == b
+    assert runs.find_run(tmp_path, "alp") == a
     with pytest.raises(LookupError, match="no run 'gamma'"):
-        rundir.find_run(tmp_path, "gamma")
+        runs.find_run(tmp_path, "gamma")
 
 
 def test_the_clock_asks_to_stop_only_when_a_step_and_a_save_no_longer_fit() -> None:
     import time
 
-    from launcher.saving import Clock
+    from launcher.rank.saving import Clock
 
     assert Clock(None).step_ended() is None
     assert Clock(time.time() + 3600).step_ended() is None

@@ -12,14 +12,16 @@ from typing import Any
 
 import pytest
 
-from launcher import estimate
 from launcher.cli import main
 from launcher.errors import SpecError
-from launcher.estimate import Budget, Option, Workload
-from launcher.jobfile import load as load_job
-from launcher.rules import Resolved, resume_spec, validate
-from launcher.spec import LaunchSpec, Topology, Zero, from_mapping, to_dict
-from launcher.zeroauto import Sizing
+from launcher.rules.resume import resume_spec
+from launcher.rules.validate import validate
+from launcher.sizing import estimate
+from launcher.sizing.estimate import Budget, Option, Workload
+from launcher.sizing.zeroauto import Sizing
+from launcher.spec.decided import Resolved
+from launcher.spec.jobfile import load as load_job
+from launcher.spec.launchspec import LaunchSpec, Topology, Zero, from_mapping, to_dict
 from tests.test_cli import heavy_modules_after
 from tests.test_estimate import LLAMA_7B, QWEN2_05B
 

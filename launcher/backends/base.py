@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from launcher import rundir
-from launcher.render import DEEPSPEED_FILE, Rendered, render_all
-from launcher.rules import Resolved
+from launcher.protocol import ENTRY_MODULE
+from launcher.records import rundir
+from launcher.render import ACCELERATE_FILE, DEEPSPEED_FILE, Rendered, render_all
+from launcher.render.accelerate import accelerate_options
+from launcher.spec.decided import Resolved
 
 # Tokens of a per-node command that only the node itself can fill in (SLURM): replaced whole, never
 # by string formatting, and only in the launcher's part of the command (see ``Plan.recipe_at``).
 NODE_RANK = "{node_rank}"
+
+
 HEAD = "{head}"
+
+
 PORT = "{port}"
+
+
 # How command.sh spells them for someone re-running a SLURM node's command by hand.
 SHELL_SPELLING = {NODE_RANK: "$SLURM_NODEID", HEAD: "$FTLAUNCH_HEAD", PORT: "$FTLAUNCH_PORT"}
 
@@ -122,25 +131,20 @@ class Backend(Protocol):
     def submit(self, plan: Plan, /) -> Job: ...
 
 
-def backend_for(resolved: Resolved) -> Backend:
-    """The local backend, or SLURM's with ``--slurm``; imported here so the CLI stays light."""
-    if resolved.spec.slurm.enabled:
-        from launcher.backends import slurm
-
-        return slurm
-    from launcher.backends import local
-
-    return local
-
-
 def rendered_for(resolved: Resolved, run_dir: Path, attempt: int) -> Rendered:
     """The attempt's files, with the DeepSpeed config's path inside the attempt's folder."""
     attempt_dir = rundir.attempt_path(run_dir, attempt)
     return render_all(resolved, deepspeed_path=str(attempt_dir / DEEPSPEED_FILE))
 
 
-def make_plan(resolved: Resolved, run_dir: Path, attempt: int, cwd: str) -> Plan:
-    """Render the attempt's files and let its backend plan them. Pure and deterministic: a requeued
-    SLURM node plans its new attempt the same way and gets the plan the dry run would print."""
-    rendered = rendered_for(resolved, run_dir, attempt)
-    return backend_for(resolved).plan(resolved, rendered, run_dir, attempt, cwd)
+def node_command(resolved: Resolved, attempt_dir: Path, machine: list[str]) -> tuple[str, ...]:
+    """``accelerate launch`` of the entry around the recipe, for one node (``machine``: the
+    node-specific flags). Shared with the SLURM backend."""
+    spec = resolved.spec
+    assert spec.recipe is not None
+    layout = ["--config_file", str(attempt_dir / ACCELERATE_FILE), *machine]
+    # torchrun's tee: the console and per-rank files under logs/torchrun, each line rank-prefixed.
+    logs = ["--tee", "3", "--log_dir", str(attempt_dir / rundir.LOGS / "torchrun"), "--role", "rank"]
+    entry = ["-m", ENTRY_MODULE, "--attempt-dir", str(attempt_dir), spec.recipe, *spec.args]
+    extra = accelerate_options(spec.accelerate)  # the user's (--accelerate), checked by the rules
+    return (sys.executable, "-m", "accelerate.commands.launch", *layout, *logs, *extra, *entry)

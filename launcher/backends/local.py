@@ -8,31 +8,20 @@ node supervisor to the end (the console follows the run) and returns the finishe
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import node, opcache, rundir
-from launcher.backends.base import Plan
-from launcher.render import ACCELERATE_FILE, Rendered, attempt_texts
-from launcher.render.accelerate import accelerate_options
-from launcher.rules import Resolved, hardware_problems
+from launcher.backends.base import Plan, node_command
+from launcher.machine import opcache
+from launcher.machine.hardware import hardware_problems
+from launcher.records import rundir, verdict
+from launcher.records.verdict import record_verdict
+from launcher.render import Rendered, attempt_texts
+from launcher.run import supervisor
+from launcher.spec.decided import Resolved
 
 NAME = "local"
-
-
-def accelerate_argv(resolved: Resolved, attempt_dir: Path, machine: list[str]) -> tuple[str, ...]:
-    """``accelerate launch`` of the entry around the recipe, for one node (``machine``: the
-    node-specific flags). Shared with the SLURM backend."""
-    spec = resolved.spec
-    assert spec.recipe is not None
-    layout = ["--config_file", str(attempt_dir / ACCELERATE_FILE), *machine]
-    # torchrun's tee: the console and per-rank files under logs/torchrun, each line rank-prefixed.
-    logs = ["--tee", "3", "--log_dir", str(attempt_dir / rundir.LOGS / "torchrun"), "--role", "rank"]
-    entry = ["-m", "launcher.entry", "--attempt-dir", str(attempt_dir), spec.recipe, *spec.args]
-    extra = accelerate_options(spec.accelerate)  # the user's (--accelerate), checked by the rules
-    return (sys.executable, "-m", "accelerate.commands.launch", *layout, *logs, *extra, *entry)
 
 
 def plan(resolved: Resolved, rendered: Rendered, run_dir: Path, attempt: int, cwd: str) -> Plan:
@@ -42,7 +31,7 @@ def plan(resolved: Resolved, rendered: Rendered, run_dir: Path, attempt: int, cw
         run_dir=run_dir,
         attempt=attempt,
         cwd=cwd,
-        argv=accelerate_argv(resolved, attempt_dir, ["--main_process_port", "0"]),
+        argv=node_command(resolved, attempt_dir, ["--main_process_port", "0"]),
         env=rendered.env,
         rendered=attempt_texts(rendered),
         resolved=resolved,
@@ -52,7 +41,7 @@ def plan(resolved: Resolved, rendered: Rendered, run_dir: Path, attempt: int, cw
 
 
 def problems(resolved: Resolved) -> list[str]:
-    from launcher.hardware import probe
+    from launcher.machine.hardware import probe
 
     found = hardware_problems(resolved.spec, probe())
     if resolved.uses_deepspeed:
@@ -69,7 +58,7 @@ def problems(resolved: Resolved) -> list[str]:
 class LocalJob:
     """A local attempt that has already run (``submit`` blocks while the console follows it)."""
 
-    verdict: node.Verdict
+    verdict: verdict.Verdict
     job_id: str | None = None
 
     def wait(self) -> int:
@@ -89,7 +78,7 @@ def submit(the_plan: Plan) -> LocalJob:
         started=time.time(),
         world_size=the_plan.world_size,
     )
-    verdict = node.supervise(
+    verdict = supervisor.supervise(
         the_plan.argv,
         the_plan.env,
         the_plan.cwd,
@@ -100,18 +89,3 @@ def submit(the_plan: Plan) -> LocalJob:
     )
     record_verdict(attempt_dir, verdict)
     return LocalJob(verdict)
-
-
-def record_verdict(attempt_dir: Path, verdict: node.Verdict) -> None:
-    """The attempt's final state, with the effective numbers the ranks recorded."""
-    effective_path = attempt_dir / rundir.EFFECTIVE
-    effective = rundir.read_json(effective_path) if effective_path.exists() else {}
-    rundir.update_status(
-        attempt_dir,
-        state=verdict.state,
-        exit_code=verdict.exit_code,
-        message=verdict.message,
-        ended=time.time(),
-        completed_ranks=len(rundir.completed_ranks(attempt_dir)),
-        effective=effective.get("summary", ""),
-    )

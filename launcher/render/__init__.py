@@ -22,12 +22,21 @@ from launcher.render.env import render_env
 from launcher.render.trainer import render_trainer_overrides
 
 if TYPE_CHECKING:
-    from launcher.rules import Resolved
+    from launcher.spec.decided import Resolved
+
 
 ACCELERATE_FILE = "accelerate.yaml"
+
+
 DEEPSPEED_FILE = "ds_config.json"
+
+
 TRAINER_FILE = "trainer_overrides.json"
+
+
 DECIDED_FILE = "decided.json"
+
+
 ENV_FILE = "env.json"
 
 

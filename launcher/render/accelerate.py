@@ -10,12 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from launcher.rules import Resolved
+    from launcher.spec.decided import Resolved
+
 
 _LAYOUT = "--gpus / --procs and --nodes"
+
+
 _ZERO = "--zero, --offload-optimizer, --offload-params and --ds"
+
+
 _LOGS = "ftlaunch logs (ftlaunch keeps each rank's log in the run folder)"
+
+
 _STARTS = "ftlaunch itself (it starts and connects every node)"
+
 
 OWNED_OPTIONS: dict[str, str] = {
     "config_file": "ftlaunch's flags (ftlaunch renders accelerate.yaml)",

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from launcher.dsschema import typed
-from launcher.settings import parsed, put
-from launcher.spec import Zero
+from launcher.render.dsschema import typed
+from launcher.spec.launchspec import Zero
+from launcher.spec.settings import parsed, put
 
 if TYPE_CHECKING:
-    from launcher.rules import Resolved
+    from launcher.spec.decided import Resolved
+
 
 AUTO = "auto"
+
 
 # Dynamic loss scaling (loss_scale 0) is the only sane fp16 default; the rest are DeepSpeed's values.
 FP16_SCALING = {
@@ -30,7 +32,10 @@ FP16_SCALING = {
 
 
 _PINNED = "--gpus or --procs (memory is pinned on GPU runs only)"
+
+
 _GATHER = "--zero 3 (always on there: without it a ZeRO-3 save holds empty weights)"
+
 
 # Every key rendered from the spec -> how to set it with ftlaunch; "{}" stands for the value.
 OWNED: dict[str, str] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from launcher.rules import Resolved
+    from launcher.spec.decided import Resolved
 
 
 RANK_PREFIX = "[rank${rank}]:"

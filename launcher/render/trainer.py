@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from launcher.rules import Resolved
+    from launcher.spec.decided import Resolved
+
 
 # With optimizer offload the step runs on the CPU, where torch's fused AdamW is as fast as DeepSpeed's
 # CPU Adam without its op build (bench/offload_step.py, 50M fp32 parameters, 2 threads, 2026-12-01:
 # fused 28.6 ms, DeepSpeed 27.4, the for-loop 84, foreach 97). Learning rate, betas, epsilon and
 # weight decay stay the trainer's.
 OFFLOAD_OPTIMIZER = "adamw_torch_fused"
+
+
 PREFERRED = ("optim",)
 
 

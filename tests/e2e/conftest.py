@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from launcher import rundir
+from launcher.records import rundir
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
@@ -69,5 +69,5 @@ def ftlaunch(flags: str, recipe: str, recipe_args: str, env: dict[str, str], run
         text=True,
         timeout=420,
     )
-    found = rundir.list_runs(runs)
+    found = runs.list_runs(runs)
     return Launch(proc.returncode, proc.stdout, found[-1].path if found else None)

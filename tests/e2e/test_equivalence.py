@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import compare, rundir
+from launcher.cli import compare
+from launcher.records import rundir
+from launcher.records.runs import list_runs
 
 from .conftest import JOBS, REPO
 
@@ -50,7 +52,7 @@ def launch(
         [sys.executable, "-m", "launcher", *argv], cwd=REPO, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return rundir.list_runs(runs)[-1].path
+    return list_runs(runs)[-1].path
 
 
 def losses(run: Path) -> dict[int, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher import plot, rundir
+from launcher.records import curves, rundir, runs
 
 from .conftest import JOBS, REPO
 
@@ -51,7 +51,7 @@ def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 def wait_for_step(runs: Path, step: int, timeout: float = 300) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = rundir.list_runs(runs)
+        found = runs.list_runs(runs)
         attempt = found[-1].latest.path if found and found[-1].latest else None
         if attempt and (attempt / rundir.METRICS).exists() and max(losses(attempt), default=0) >= step:
             return attempt
@@ -97,7 +97,7 @@ def reference(
         def __missing__(self, stage: int) -> dict[int, float]:
             runs = tmp_path_factory.mktemp(f"reference{stage}")
             run_to_end(command(runs, stage), e2e_env)
-            self[stage] = losses(rundir.list_runs(runs)[-1].latest.path)  # type: ignore[union-attr]
+            self[stage] = losses(runs.list_runs(runs)[-1].latest.path)  # type: ignore[union-attr]
             return self[stage]  # type: ignore[no-any-return]
 
     return Lazy()
@@ -120,7 +120,7 @@ def test_sigkill_then_resume_trains_like_an_uninterrupted_run(
     finally:
         kill_everything(proc)
     reference.setdefault(stage, losses(first_attempt))
-    run = rundir.list_runs(runs)[-1].path
+    run = runs.list_runs(runs)[-1].path
     saved = (run / rundir.CHECKPOINTS).glob("checkpoint-*")
     complete = (c for c in saved if (c / "ftlaunch_complete.json").exists())
     checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
@@ -167,13 +167,13 @@ def assert_plotted(run: Path, attempts: list[dict[int, float]], resumed_at: int)
     out = run.parent / "plot.png"
     argv = [sys.executable, "-m", "launcher", "plot", "--runs-dir", str(run.parent), run.name, "-o", str(out)]
     subprocess.run(argv, cwd=REPO, check=True, capture_output=True)
-    (curve,) = plot.curves([run])
+    (curve,) = curves.curves([run])
     first, second = attempts
     expected = {**{s: v for s, v in first.items() if s <= resumed_at}, **second}
     logged = [p for p in curve.points if "loss" in p.values]  # the summary line holds only train_loss
     assert {p.step: p.values["loss"] for p in logged} == expected
     assert [p.attempt for p in logged] == [1 if s <= resumed_at else 2 for s in sorted(expected)]
-    assert curve.boundaries == (plot.Boundary(attempt=2, step=resumed_at, resumed=True),)
+    assert curve.boundaries == (curves.Boundary(attempt=2, step=resumed_at, resumed=True),)
     from matplotlib import image
 
     pixels = image.imread(out)
@@ -210,7 +210,7 @@ def test_a_run_saves_and_stops_before_its_time_limit(e2e_env: dict[str, str], tm
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 75, done.stderr[-3000:]
     assert time.time() < deadline
-    attempt = rundir.list_runs(tmp_path / "runs")[-1].latest.path  # type: ignore[union-attr]
+    attempt = runs.list_runs(tmp_path / "runs")[-1].latest.path  # type: ignore[union-attr]
     record = rundir.read_json(attempt / rundir.PREEMPTED)
     assert "stopping before the time limit" in record["reason"] and "s left" in record["reason"]
     assert (

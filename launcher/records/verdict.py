@@ -1,0 +1,112 @@
+"""TODO(layout) launcher.records.verdict."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launcher.records import rundir
+
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: not finished, nothing lost, resumable
+
+
+MARKER_WAIT_SECONDS = 30.0  # how long a node that exited cleanly waits for other nodes' markers
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # finished | failed | interrupted | refused
+    exit_code: int  # what the launcher should exit with
+    message: str
+    report: tuple[str, ...] = ()  # printed under the message: the failing rank's last lines, ...
+
+
+def interrupted_before_start(signum: int) -> Verdict:
+    name = signal.Signals(signum).name
+    return Verdict("interrupted", 128 + signum, f"interrupted ({name}) before any process started")
+
+
+def record_node(attempt_dir: Path, node_rank: int, exit_code: int, verdict: Verdict) -> Verdict:
+    rundir.write_json(
+        attempt_dir / rundir.NODES / f"node{node_rank}.json",
+        {"node_rank": node_rank, "host": os.uname().nodename, "exit_code": exit_code, "state": verdict.state},
+    )
+    return verdict
+
+
+def judge(
+    attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, stopped_by: int | None = None
+) -> Verdict:
+    """Finished means every rank wrote its completion marker; the exit code alone is not trusted
+    (DeepSpeed on CPU sometimes aborts at shutdown after training finished)."""
+    clean = exit_code == 0 and stopped_by is None
+    done = wait_for_markers(attempt_dir, world_size) if clean else rundir.completed_ranks(attempt_dir)
+    if len(done) == world_size:
+        preempted = attempt_dir / rundir.PREEMPTED
+        if preempted.exists():
+            record = rundir.read_json(preempted)
+            return Verdict(
+                "preempted",
+                PREEMPTED_EXIT,
+                f"{record.get('reason', 'pre-empted')}: every rank saved checkpoint-{record.get('step')} and "
+                f"stopped; continue with: ftlaunch resume {attempt_dir.parent.parent}",
+            )
+        if exit_code != 0:
+            return Verdict(
+                "finished",
+                0,
+                f"training finished on all {world_size} ranks, but a process crashed at shutdown "
+                f"(exit {exit_code}); checkpoints and outputs are complete",
+            )
+        return Verdict(
+            "finished", 0, f"finished ({world_size}/{world_size} ranks completed){unapplied(attempt_dir)}"
+        )
+    error = attempt_dir / rundir.ENTRY_ERROR
+    if error.exists():
+        # The recipe's arguments contradicted the spec: the same "bad input" exit code as the CLI.
+        return Verdict("refused", 2, error.read_text().rstrip().removeprefix("ftlaunch: "))
+    counted = f"{len(done)}/{world_size} ranks completed"
+    if stopped_by is not None:  # the shell's convention: 128 + the signal (130 for Ctrl-C, 143 for TERM)
+        name = signal.Signals(stopped_by).name
+        return Verdict("interrupted", 128 + stopped_by, f"interrupted ({name}; {counted})")
+    return Verdict("failed", exit_code or 1, f"failed (exit {exit_code}, {counted})")
+
+
+def unapplied(attempt_dir: Path) -> str:
+    """The launch's numbers reach the trainer through TrainingArguments; say so when the recipe
+    never built any (it trained some other way, or not at all)."""
+    if (attempt_dir / rundir.EFFECTIVE).exists():
+        return ""
+    return (
+        "; but the recipe never built TrainingArguments, so the launch's batch, precision and "
+        "clipping were not applied"
+    )
+
+
+def wait_for_markers(attempt_dir: Path, world_size: int) -> list[dict[str, Any]]:
+    """Other nodes may still be writing their markers when this node's processes have exited."""
+    deadline = time.monotonic() + MARKER_WAIT_SECONDS
+    while True:
+        done = rundir.completed_ranks(attempt_dir)
+        if len(done) >= world_size or time.monotonic() > deadline:
+            return done
+        time.sleep(0.5)
+
+
+def record_verdict(attempt_dir: Path, verdict: Verdict) -> None:
+    """The attempt's final state, with the effective numbers the ranks recorded."""
+    effective_path = attempt_dir / rundir.EFFECTIVE
+    effective = rundir.read_json(effective_path) if effective_path.exists() else {}
+    rundir.update_status(
+        attempt_dir,
+        state=verdict.state,
+        exit_code=verdict.exit_code,
+        message=verdict.message,
+        ended=time.time(),
+        completed_ranks=len(rundir.completed_ranks(attempt_dir)),
+        effective=effective.get("summary", ""),
+    )

@@ -1,0 +1,155 @@
+"""The node supervisor: runs one node's ``accelerate launch`` and owns everything it starts.
+
+Used by the local backend and by every SLURM node task alike. It spawns the node command, copies
+its rank-prefixed output to the console and to ``logs/node{K}.log``, makes sure no process of the
+tree outlives it (torchrun starts workers in new sessions, so a process-group kill misses them:
+we become a child subreaper and keep a snapshot of every descendant), and judges the outcome from
+the ranks' completion markers, not from the exit code alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from launcher.records import rundir
+
+if TYPE_CHECKING:
+    from launcher.run import console
+from launcher.protocol import SUPERVISOR_PID
+from launcher.records.verdict import Verdict, interrupted_before_start, judge, record_node
+from launcher.run.tree import (
+    Interruption,
+    ProcessTree,
+    forward_signals,
+    pending_stop_signal,
+    release_stop_signals,
+    start_child,
+)
+
+CURRENT: subprocess.Popen[bytes] | None = None  # the node command being supervised, if any
+
+
+def wait_for_ranks(timeout: float) -> bool:
+    """Wait until the supervised node command has exited (the ranks saved and stopped); used by
+    the SLURM task before submitit requeues the job. True when it exited in time."""
+    proc = CURRENT
+    if proc is None:
+        return True
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def supervise(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    attempt_dir: Path,
+    node_rank: int,
+    world_size: int,
+    own_signals: bool,
+) -> Verdict:
+    """Run one node's command to the end and judge it. With ``own_signals`` (a local launch),
+    Ctrl-C / SIGTERM / SIGHUP end the whole tree and the pre-emption signal is passed to the ranks;
+    under SLURM, submitit keeps its own handlers and SLURM signals every process of the step itself.
+
+    The command starts with the pre-emption signal ignored, so torchrun's agent survives it; the
+    ranks install their own handler (save at the next step boundary, then stop). The output is
+    copied by a thread, so the main thread can wait for the ranks while submitit checkpoints."""
+    global CURRENT
+    tree = ProcessTree()
+    tree.become_subreaper()
+    interrupted = forward_signals(tree) if own_signals else Interruption()
+    early = pending_stop_signal() if own_signals else None
+    if early is not None:
+        release_stop_signals()
+        return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
+    exit_code = 1
+    me = os.getpid()
+    shown: console.Console | None = None
+    screen: console.Screen | None = None
+    log_path = attempt_dir / rundir.LOGS / f"node{node_rank}.log"
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env={**os.environ, **env, SUPERVISOR_PID: str(me)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: start_child(me),
+        )
+        CURRENT = proc
+        tree.watch()
+        if own_signals:
+            release_stop_signals()  # a signal held until now is handled here, the tree known
+        log = open(log_path, "ab")  # noqa: SIM115 (closed below)
+        # The console (and rich, on a terminal) loads while the ranks start, not before.
+        from launcher.run import console
+
+        everything = console.wants_everything(os.environ)
+        screen = console.Screen(sys.stdout, live=own_signals and sys.stdout.isatty() and not everything)
+        shown = console.Console(
+            attempt_dir, screen.show, screen.status if screen.live else None, everything, interrupted.is_set
+        )
+        copier = threading.Thread(target=stream, args=(proc.stdout, log, shown), daemon=True)
+        copier.start()
+        ticker = Ticker(shown)
+        exit_code = proc.wait()
+        tree.end_all()  # a straggler the agent left (or started as it died) would hold the output open
+        copier.join(timeout=30)
+        ticker.stop()
+        shown.close()
+        log.close()
+    finally:
+        CURRENT = None
+        if screen is not None:
+            screen.stop()
+        tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
+    verdict = judge(attempt_dir, node_rank, world_size, exit_code, interrupted.signum)
+    if verdict.state == "failed" and shown is not None:
+        verdict = dataclasses.replace(verdict, report=tuple(shown.failure_report(log_path)))
+    summary = shown.warnings_summary() if shown is not None else None
+    with open(log_path, "a") as log_end:  # the log says how it ended, too
+        log_end.write(f"ftlaunch: node {node_rank}: {verdict.message}\n")
+    if summary is not None:
+        verdict = dataclasses.replace(verdict, report=(*verdict.report, f"  {summary}"))
+    return record_node(attempt_dir, node_rank, exit_code, verdict)
+
+
+def stream(source: IO[bytes] | None, log: IO[bytes], shown: console.Console) -> None:
+    """Copy the workers' output (``[rankN]:``-prefixed by torchrun) to a log, whole, and hand each
+    line to the console, which shows what matters (``launcher.console``). A console that went away
+    (closed pipe, full disk) does not stop the copy to the log."""
+    if source is None:
+        return
+    for line in iter(source.readline, b""):
+        log.write(line)
+        log.flush()
+        shown.feed(line)
+
+
+class Ticker:
+    """Calls ``Console.tick`` twice a second: warnings leave their window, the progress line moves."""
+
+    def __init__(self, shown: console.Console) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(shown,), daemon=True)
+        self._thread.start()
+
+    def _run(self, shown: console.Console) -> None:
+        while not self._stop.wait(0.5):
+            shown.tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
