@@ -18,6 +18,7 @@ import pytest
 from launcher.cli import main
 from launcher.sizing import estimate
 from launcher.sizing.estimate import Option, Workload, model_from_config
+from launcher.sizing.text import parse_size
 
 # Shapes of real models (their config.json's architecture fields), small enough to build on meta.
 QWEN2_05B = {
@@ -268,7 +269,7 @@ def test_hand_checked_anchor_7b_full_on_one_80gb_gpu() -> None:
     ],
 )
 def test_sizes_as_people_write_them(text: str, expected: int | None) -> None:
-    assert estimate.parse_size(text) == expected
+    assert parse_size(text) == expected
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> Path:

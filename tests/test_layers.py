@@ -183,7 +183,9 @@ def layer_of(module: str) -> tuple[int, str] | None:
         for prefix in prefixes:
             if prefix == ROOT and module != ROOT:
                 continue
-            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[2]):
+            if (module == prefix or module.startswith(prefix + ".")) and (
+                best is None or len(prefix) > best[2]
+            ):
                 best = (index, name, len(prefix))
     return (best[0], best[1]) if best else None
 
@@ -206,9 +208,7 @@ def test_imports_point_down() -> None:
         if src is None or dst is None:
             continue  # reported by test_every_module_has_a_layer
         if dst[0] > src[0]:
-            upward.append(
-                f"{imp.where()}: {imp.src} [{src[1]}] imports {imp.dst} [{dst[1]}], a higher layer"
-            )
+            upward.append(f"{imp.where()}: {imp.src} [{src[1]}] imports {imp.dst} [{dst[1]}], a higher layer")
     assert not upward, (
         f"imports must point down ({ORDER}); move the shared code down, or pass the value in:\n  "
         + "\n  ".join(upward)
@@ -305,7 +305,9 @@ def test_modules_are_short() -> None:
     sizes = {m: len(p.read_text().splitlines()) for m, p in modules().items()}
     long = [f"{m}: {n} lines" for m, n in sizes.items() if n > MAX_MODULE_LINES and m not in LONG_MODULES]
     stale = [m for m in LONG_MODULES if sizes.get(m, 0) <= MAX_MODULE_LINES]
-    assert not long, f"modules over {MAX_MODULE_LINES} lines (split by job, or add to LONG_MODULES with why): {long}"
+    assert not long, (
+        f"modules over {MAX_MODULE_LINES} lines (split by job, or add to LONG_MODULES with why): {long}"
+    )
     assert not stale, f"LONG_MODULES entries no longer needed: {stale}"
     assert all(LONG_MODULES.values()), "every LONG_MODULES entry says why"
 
@@ -321,8 +323,9 @@ def test_functions_are_short() -> None:
         if length > MAX_FUNCTION_LINES and name not in LONG_FUNCTIONS
     ]
     stale = [n for n in LONG_FUNCTIONS if found.get(n, (None, 0, 0))[2] <= MAX_FUNCTION_LINES]
-    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split, or LONG_FUNCTIONS with why):\n  " + "\n  ".join(
-        long
+    assert not long, (
+        f"functions over {MAX_FUNCTION_LINES} lines (split, or LONG_FUNCTIONS with why):\n  "
+        + "\n  ".join(long)
     )
     assert not stale, f"LONG_FUNCTIONS entries no longer needed: {stale}"
     assert all(LONG_FUNCTIONS.values()), "every LONG_FUNCTIONS entry says why"

@@ -9,6 +9,7 @@ from launcher.errors import Parser, SpecError
 from launcher.machine.memory import gpu_memory, node_ram
 from launcher.sizing import estimate, text
 from launcher.sizing.modelconfig import load_model_config
+from launcher.sizing.text import parse_size
 from launcher.spec.launchspec import LaunchSpec, Topology, clip
 
 # ---------------------------------------------------------------- ftlaunch estimate
@@ -62,7 +63,7 @@ def estimate_command(argv: list[str]) -> int:
     ns = estimate_parser().parse_args(argv)
     numbers, problems = positive_numbers(ns)
     for flag, size in (("--gpu-memory", ns.gpu_memory), ("--ram", ns.ram)):
-        if size is not None and estimate.parse_size(size) is None:
+        if size is not None and parse_size(size) is None:
             problems.append(f"{flag} {clip(size)}: not a size; give a unit, e.g. 80GB, 80GiB or 81920MiB")
     config, path, problem = load_model_config(ns.model, "--model")
     if problems or config is None or path is None:
@@ -107,7 +108,7 @@ def positive_numbers(ns: argparse.Namespace) -> tuple[dict[str, int], list[str]]
 def budget_here(ns: argparse.Namespace, gpus: int) -> estimate.Budget | None:
     """``--gpu-memory`` or the GPUs here; ``--ram`` or this machine's (None: no GPU memory known)."""
     memory, source, _ = gpu_memory(LaunchSpec(topology=Topology(gpus=gpus), gpu_memory=ns.gpu_memory))
-    ram, ram_source = (estimate.parse_size(ns.ram), f"--ram {ns.ram}") if ns.ram else node_ram(LaunchSpec())
+    ram, ram_source = (parse_size(ns.ram), f"--ram {ns.ram}") if ns.ram else node_ram(LaunchSpec())
     return estimate.Budget(memory, source, ram, ram_source) if memory is not None else None
 
 

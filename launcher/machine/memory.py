@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from launcher.sizing import estimate
 from launcher.sizing.modelconfig import load_model_config
+from launcher.sizing.text import parse_size
 from launcher.sizing.zeroauto import Sizing
 from launcher.spec.launchspec import LaunchSpec, clip
 from launcher.spec.recipeargs import recipe_flag_value
@@ -17,7 +17,7 @@ def gpu_memory(spec: LaunchSpec) -> tuple[int | None, str, str]:
     """Each GPU's memory in bytes (the smallest of those the run uses), where it came from, and a
     problem when it cannot be known."""
     if spec.gpu_memory is not None:
-        return estimate.parse_size(spec.gpu_memory), f"--gpu-memory {clip(spec.gpu_memory)}", ""
+        return parse_size(spec.gpu_memory), f"--gpu-memory {clip(spec.gpu_memory)}", ""
     if spec.slurm.enabled:
         return (
             None,

@@ -12,8 +12,8 @@ from launcher.errors import SpecError
 from launcher.rank.recorder import rank, say_phase
 from launcher.records import rundir
 from launcher.render.trainer import PREFERRED
-from launcher.rules.batch import resolve_batch
-from launcher.spec.decided import Resolved
+from launcher.rules.batch import product, resolve_batch
+from launcher.spec.decided import BatchPlan, Resolved
 
 # Trainer argument -> the launch flag that decides it, for error messages.
 FLAG_OF = {
@@ -183,9 +183,9 @@ def record_effective(args: Any, resolved: Resolved, attempt_dir: Path) -> None:
     stage = resolved.spec.zero.stage
     optim = str(getattr(args.optim, "value", args.optim))
     offload = resolved.spec.zero.offload_optimizer
+    batch = BatchPlan(micro, accum, product(micro, accum, world), world)
     summary = (
-        f"micro {micro} x accumulation {accum} x world {world} = global {micro * accum * world}, "
-        f"{precision}, {'ZeRO-' + str(stage) if stage else 'DDP'}"
+        f"{batch.describe()}, {precision}, {'ZeRO-' + str(stage) if stage else 'DDP'}"
         f"{f', optimizer offload to {offload} ({optim})' if offload != 'none' else ''}"
     )
     if rank() != 0:
@@ -197,7 +197,7 @@ def record_effective(args: Any, resolved: Resolved, attempt_dir: Path) -> None:
             "micro_batch_size": micro,
             "grad_accum": accum,
             "world_size": world,
-            "global_batch_size": micro * accum * world,
+            "global_batch_size": batch.global_batch,
             "precision": precision,
             "zero_stage": stage,
             "max_grad_norm": args.max_grad_norm,

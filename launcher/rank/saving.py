@@ -23,6 +23,7 @@ from typing import Any
 
 from launcher.protocol import DEADLINE_ENV, PREEMPTION_SIGNAL
 from launcher.records import rundir
+from launcher.rules.batch import product
 from launcher.spec.decided import Resolved
 
 
@@ -193,7 +194,7 @@ def mark(folder: Path, resolved: Resolved, args: Any, state: Any, attempt_dir: P
         "zero_stage": resolved.spec.zero.stage,
         "micro": micro,
         "grad_accum": accum,
-        "global_batch": micro * accum * world,
+        "global_batch": product(micro, accum, world),
         "recipe": resolved.spec.recipe,
         "save_only_model": bool(args.save_only_model),
         "attempt": attempt_dir.name,

@@ -1,8 +1,15 @@
-"""TODO(layout) launcher.rules.batch."""
+"""The batch arithmetic, in one place: ``global = micro x accumulation x world``, which two of the
+three decide the third, and how a wrong global batch is corrected. The launch, the resume rules
+and every rank (``rank/``) use these functions, so they cannot disagree."""
 
 from __future__ import annotations
 
 from launcher.spec.decided import BatchPlan
+
+
+def product(micro: int, grad_accum: int, world: int) -> int:
+    """Samples per optimizer step: the global batch."""
+    return micro * grad_accum * world
 
 
 def resolve_batch(
@@ -11,19 +18,19 @@ def resolve_batch(
     """Any two of micro / accumulation / global give the third: ``global = micro x accum x world``.
 
     With fewer than two, the missing ones stay ``None`` and the recipe's values are adopted at run
-    time (``entry.py`` resolves them with this same function).
+    time (``rank/guard.py`` resolves them with this same function).
     """
     plan = BatchPlan(micro, grad_accum, global_batch, world)
     if world < 1 or any(v is not None and v < 1 for v in (micro, grad_accum, global_batch)):
         return plan, []  # reported by the topology / scalar rules
     if micro is not None and grad_accum is not None:
-        product = micro * grad_accum * world
-        if global_batch is not None and global_batch != product:
+        total = product(micro, grad_accum, world)
+        if global_batch is not None and global_batch != total:
             return plan, [
                 f"--global-batch {global_batch} != --micro-batch {micro} x --grad-accum {grad_accum} "
-                f"x world size {world} = {product}; give only two of the three"
+                f"x world size {world} = {total}; give only two of the three"
             ]
-        return BatchPlan(micro, grad_accum, product, world), []
+        return BatchPlan(micro, grad_accum, total, world), []
     if global_batch is None:
         return plan, []
     known, known_flag = (micro, "--micro-batch") if micro is not None else (grad_accum, "--grad-accum")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from launcher.rules.batch import resolve_batch
+from launcher.rules.batch import product, resolve_batch
 from launcher.spec.decided import BatchPlan
 from launcher.spec.launchspec import Batch, LaunchSpec, merge
 from launcher.spec.recipeargs import recipe_flag_value
@@ -61,7 +61,7 @@ def resume_spec(
     if micro is None or accum is None or world is None:
         return spec, None, problems
     chosen, batch_problems = resume_batch(
-        spec.batch, BatchPlan(micro, accum, micro * accum * world, world), spec.topology.world_size
+        spec.batch, BatchPlan(micro, accum, product(micro, accum, world), world), spec.topology.world_size
     )
     if chosen is None:
         return spec, None, problems + batch_problems

@@ -49,6 +49,15 @@ def wait_for_ranks(timeout: float) -> bool:
     return True
 
 
+@dataclasses.dataclass
+class Watched:
+    """What following the node command left behind, also when it was cut short (``finally``)."""
+
+    exit_code: int = 1
+    shown: console.Console | None = None
+    screen: console.Screen | None = None
+
+
 def supervise(
     argv: Sequence[str],
     env: Mapping[str, str],
@@ -73,49 +82,75 @@ def supervise(
     if early is not None:
         release_stop_signals()
         return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
-    exit_code = 1
-    me = os.getpid()
-    shown: console.Console | None = None
-    screen: console.Screen | None = None
+    watched = Watched()
     log_path = attempt_dir / rundir.LOGS / f"node{node_rank}.log"
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env={**os.environ, **env, SUPERVISOR_PID: str(me)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: start_child(me),
-        )
+        proc = spawn(argv, env, cwd)
         CURRENT = proc
         tree.watch()
         if own_signals:
             release_stop_signals()  # a signal held until now is handled here, the tree known
-        log = open(log_path, "ab")  # noqa: SIM115 (closed below)
-        # The console (and rich, on a terminal) loads while the ranks start, not before.
-        from launcher.run import console
-
-        everything = console.wants_everything(os.environ)
-        screen = console.Screen(sys.stdout, live=own_signals and sys.stdout.isatty() and not everything)
-        shown = console.Console(
-            attempt_dir, screen.show, screen.status if screen.live else None, everything, interrupted.is_set
-        )
-        copier = threading.Thread(target=stream, args=(proc.stdout, log, shown), daemon=True)
-        copier.start()
-        ticker = Ticker(shown)
-        exit_code = proc.wait()
-        tree.end_all()  # a straggler the agent left (or started as it died) would hold the output open
-        copier.join(timeout=30)
-        ticker.stop()
-        shown.close()
-        log.close()
+        follow(proc, tree, log_path, attempt_dir, own_signals and sys.stdout.isatty(), interrupted, watched)
     finally:
         CURRENT = None
-        if screen is not None:
-            screen.stop()
+        if watched.screen is not None:
+            watched.screen.stop()
         tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
-    verdict = judge(attempt_dir, node_rank, world_size, exit_code, interrupted.signum)
+    return conclude(attempt_dir, node_rank, world_size, watched, interrupted.signum, log_path)
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
+    """The node command in its own session, told who supervises it, its output piped to us."""
+    me = os.getpid()
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env={**os.environ, **env, SUPERVISOR_PID: str(me)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: start_child(me),
+    )
+
+
+def follow(
+    proc: subprocess.Popen[bytes],
+    tree: ProcessTree,
+    log_path: Path,
+    attempt_dir: Path,
+    live: bool,
+    interrupted: Interruption,
+    watched: Watched,
+) -> None:
+    """Copy the output to the log and the console until the command exits; ``live``: a terminal
+    we own, where the progress line redraws in place."""
+    log = open(log_path, "ab")  # noqa: SIM115 (closed below)
+    # The console (and rich, on a terminal) loads while the ranks start, not before.
+    from launcher.run import console
+
+    everything = console.wants_everything(os.environ)
+    watched.screen = screen = console.Screen(sys.stdout, live=live and not everything)
+    watched.shown = shown = console.Console(
+        attempt_dir, screen.show, screen.status if screen.live else None, everything, interrupted.is_set
+    )
+    copier = threading.Thread(target=stream, args=(proc.stdout, log, shown), daemon=True)
+    copier.start()
+    ticker = Ticker(shown)
+    watched.exit_code = proc.wait()
+    tree.end_all()  # a straggler the agent left (or started as it died) would hold the output open
+    copier.join(timeout=30)
+    ticker.stop()
+    shown.close()
+    log.close()
+
+
+def conclude(
+    attempt_dir: Path, node_rank: int, world_size: int, watched: Watched, signum: int | None, log_path: Path
+) -> Verdict:
+    """Judge the node from the ranks' markers, add the failing rank's last words and the warnings
+    summary, say it at the end of the node's log and record it."""
+    shown = watched.shown
+    verdict = judge(attempt_dir, node_rank, world_size, watched.exit_code, signum)
     if verdict.state == "failed" and shown is not None:
         verdict = dataclasses.replace(verdict, report=tuple(shown.failure_report(log_path)))
     summary = shown.warnings_summary() if shown is not None else None
@@ -123,7 +158,7 @@ def supervise(
         log_end.write(f"ftlaunch: node {node_rank}: {verdict.message}\n")
     if summary is not None:
         verdict = dataclasses.replace(verdict, report=(*verdict.report, f"  {summary}"))
-    return record_node(attempt_dir, node_rank, exit_code, verdict)
+    return record_node(attempt_dir, node_rank, watched.exit_code, verdict)
 
 
 def stream(source: IO[bytes] | None, log: IO[bytes], shown: console.Console) -> None:

@@ -24,8 +24,6 @@ GPU covers the CUDA context, NCCL and DeepSpeed's communication buckets.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -387,23 +385,3 @@ def choose(work: Workload, budget: Budget, options: tuple[Option, ...] = OPTIONS
         if budget.verdict(est, work) == "yes":
             return Choice(est, considered, considered[:i])
     return Choice(None, considered, considered)
-
-
-# ---------------------------------------------------------------- sizes as people write them
-
-SIZE = re.compile(r"\s*([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*(TB|TIB|T|GB|GIB|G|MB|MIB|M)\s*", re.IGNORECASE)
-
-
-UNITS = {"TB": 10**12, "TIB": 2**40, "T": 2**40, "GB": 10**9, "GIB": 2**30, "G": 2**30}
-
-
-UNITS |= {"MB": 10**6, "MIB": 2**20, "M": 2**20}
-
-
-def parse_size(text: str) -> int | None:
-    """``80GB`` (10^9 bytes), ``80GiB`` or ``80G`` (2^30), ``81920MB``/``MiB``/``M``; None if not a size."""
-    match = SIZE.fullmatch(text)
-    if match is None:
-        return None
-    value = float(match.group(1)) * UNITS[match.group(2).upper()]
-    return int(value) if math.isfinite(value) and value >= 1 else None

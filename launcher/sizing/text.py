@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 from launcher.sizing.estimate import GIB, HEADROOM, OPTIONS, Budget, Workload, choose, estimates
 
 
@@ -74,3 +77,21 @@ NOTES = (
     "layer + one layer; plus the logits. other: 2 GiB fixed (CUDA context, NCCL, buckets). CPU/node:",
     "what offload puts in each node's RAM (x1.5, DeepSpeed's buffer factor).",
 )
+
+
+# ---------------------------------------------------------------- sizes as people write them
+
+SIZE = re.compile(r"\s*([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*(TB|TIB|T|GB|GIB|G|MB|MIB|M)\s*", re.IGNORECASE)
+
+
+UNITS = {"TB": 10**12, "TIB": 2**40, "T": 2**40, "GB": 10**9, "GIB": 2**30, "G": 2**30}
+UNITS |= {"MB": 10**6, "MIB": 2**20, "M": 2**20}
+
+
+def parse_size(text: str) -> int | None:
+    """``80GB`` (10^9 bytes), ``80GiB`` or ``80G`` (2^30), ``81920MB``/``MiB``/``M``; None if not a size."""
+    match = SIZE.fullmatch(text)
+    if match is None:
+        return None
+    value = float(match.group(1)) * UNITS[match.group(2).upper()]
+    return int(value) if math.isfinite(value) and value >= 1 else None

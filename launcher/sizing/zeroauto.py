@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from launcher.sizing import estimate, text
+from launcher.sizing.text import parse_size
 from launcher.spec.decided import ZeroAuto
 from launcher.spec.launchspec import LaunchSpec, clip, merge
 from launcher.spec.recipeargs import flag_given, recipe_flag_true, recipe_flag_value
@@ -39,7 +40,7 @@ def memory_flag_problems(spec: LaunchSpec) -> list[str]:
     size = spec.gpu_memory
     if size is None:
         return []
-    if estimate.parse_size(size) is None:
+    if parse_size(size) is None:
         return [f"--gpu-memory {clip(size)}: not a size; give a unit, e.g. 80GB, 80GiB or 81920MiB"]
     if spec.topology.on_cpu:
         return [
@@ -62,27 +63,9 @@ def decide(
         return spec, None, []
     lowest = 3 if z.offload_params != "none" else 2 if z.offload_optimizer != "none" else 0
     fallback = merge(spec, {"zero.stage": lowest})
-    if sizing is None:
-        return (
-            fallback,
-            None,
-            [
-                "--zero auto is decided by a launch, from the model and the GPUs' memory; give a stage here "
-                "(--zero 0, 1, 2 or 3; ftlaunch estimate --model PATH shows which fits)"
-            ],
-        )
-    if broken or sizing.problems or sizing.config is None:
-        return fallback, None, list(sizing.problems)
-    model, why = estimate.model_from_config(sizing.config)
-    if model is None:
-        return (
-            fallback,
-            None,
-            [
-                f"--zero auto: {sizing.model_source}: {why}; give --zero 0, 1, 2 or 3 "
-                "(ftlaunch estimate --model PATH counts other models with transformers)"
-            ],
-        )
+    model, problems = sized_model(sizing, broken)
+    if model is None or sizing is None:
+        return fallback, None, problems
     work, assumed = launch_workload(spec, micro, model, sizing)
     if sizing.memory is None:  # CPU processes where the RAM is not known (SLURM without --mem)
         reason = ("ZeRO-0: the nodes' RAM is not known (add --mem to size it), so plain DDP", assumed)
@@ -100,7 +83,38 @@ def decide(
                 f"{shown(least, work, budget)}; {remedies(work)}. Estimated for: {assumed}"
             ],
         )
+    record = decided_record(spec, choice, work, budget, assumed)
+    decided = {"zero.stage": record.stage, "zero.offload_optimizer": record.offload_optimizer}
+    decided["zero.offload_params"] = record.offload_params
+    return merge(spec, decided), record, []
+
+
+def sized_model(sizing: Sizing | None, broken: bool) -> tuple[estimate.Model | None, list[str]]:
+    """The model to size, or why there is none (a dry run without a launch's facts, a config that
+    could not be read, a model type the estimate does not know)."""
+    if sizing is None:
+        return None, [
+            "--zero auto is decided by a launch, from the model and the GPUs' memory; give a stage here "
+            "(--zero 0, 1, 2 or 3; ftlaunch estimate --model PATH shows which fits)"
+        ]
+    if broken or sizing.problems or sizing.config is None:
+        return None, list(sizing.problems)
+    model, why = estimate.model_from_config(sizing.config)
+    if model is None:
+        return None, [
+            f"--zero auto: {sizing.model_source}: {why}; give --zero 0, 1, 2 or 3 "
+            "(ftlaunch estimate --model PATH counts other models with transformers)"
+        ]
+    return model, []
+
+
+def decided_record(
+    spec: LaunchSpec, choice: estimate.Choice, work: estimate.Workload, budget: estimate.Budget, assumed: str
+) -> ZeroAuto:
+    """What ``decided.json`` keeps of the choice: the stage and offloads, the numbers and why."""
     chosen = choice.chosen
+    assert chosen is not None
+    z = spec.zero
     passed = ", ".join(shown(e, work, budget) for e in choice.passed_over)
     reason = (
         f"{chosen.option.label()}: {text.gib(chosen.total)} GiB estimated per "
@@ -108,7 +122,7 @@ def decide(
         + (f"; needing more: {passed}" if passed else ""),
         f"estimated (approximately; ftlaunch estimate shows the parts) for: {assumed}",
     )
-    record = ZeroAuto(
+    return ZeroAuto(
         chosen.option.stage,
         _device(z.offload_optimizer, chosen.option.offload_optimizer),
         _device(z.offload_params, chosen.option.offload_params),
@@ -117,9 +131,6 @@ def decide(
         int(chosen.cpu_offload),
         reason,
     )
-    decided = {"zero.stage": record.stage, "zero.offload_optimizer": record.offload_optimizer}
-    decided["zero.offload_params"] = record.offload_params
-    return merge(spec, decided), record, []
 
 
 def room(work: estimate.Workload, budget: estimate.Budget) -> str:
@@ -185,29 +196,15 @@ def launch_workload(
     """What the recipe will train, read from its arguments, with TRL's defaults where they are
     silent; and those assumptions in words (the dry run shows them)."""
     args = spec.args
-    method: estimate.Method = (
-        "qlora"
-        if recipe_flag_true(args, "--load_in_4bit")
-        else "lora"
-        if recipe_flag_true(args, "--use_peft")
-        else "full"
-    )
-
-    def number(flag: str, default: int, where: str) -> tuple[int, str]:
-        raw = recipe_flag_value(args, flag)
-        if raw is not None and raw.isdigit() and int(raw) > 0:
-            return int(raw), ""
-        return default, f" ({where})"
-
-    rank, rank_note = number("--lora_r", TRL_LORA_R, "TRL's default")
-    seq, seq_note = number("--max_length", TRL_SEQ_LEN, "TRL's default --max_length")
+    method = trained_method(args)
+    rank, rank_note = counted(args, "--lora_r", TRL_LORA_R, "TRL's default")
+    seq, seq_note = counted(args, "--max_length", TRL_SEQ_LEN, "TRL's default --max_length")
     if micro_given is not None:
         micro, micro_note = micro_given, ""
     else:
-        micro, micro_note = number("--per_device_train_batch_size", HF_MICRO, "transformers' default")
+        micro, micro_note = counted(args, "--per_device_train_batch_size", HF_MICRO, "transformers' default")
     # transformers 5 renamed it activation_checkpointing; TRL's configs default it to True
     flags = [f for f in ("--gradient_checkpointing", "--activation_checkpointing") if flag_given(args, f)]
-    given = bool(flags)
     checkpointing = recipe_flag_true(args, flags[-1]) if flags else True
     t = spec.topology
     work = estimate.Workload(
@@ -228,11 +225,25 @@ def launch_workload(
         "lora": f"LoRA r={rank}{rank_note}",
         "qlora": f"QLoRA r={rank}{rank_note}",
     }
-    precision_note = "" if spec.precision else " (TRL default)"
-    checkpointing_note = "" if given else " (TRL default)"
+    defaulted = " (TRL default)"
     assumed = (
         f"{model.model_type}, {model.total / 1e9:.2f}B parameters ({sizing.model_source}); "
-        f"{what[method]}, {work.precision}{precision_note}, seq {seq}{seq_note} x micro {micro}{micro_note}, "
-        f"gradient checkpointing {'on' if checkpointing else 'off'}{checkpointing_note}"
+        f"{what[method]}, {work.precision}{'' if spec.precision else defaulted}, "
+        f"seq {seq}{seq_note} x micro {micro}{micro_note}, "
+        f"gradient checkpointing {'on' if checkpointing else 'off'}{'' if flags else defaulted}"
     )
     return work, assumed
+
+
+def trained_method(args: tuple[str, ...]) -> estimate.Method:
+    if recipe_flag_true(args, "--load_in_4bit"):
+        return "qlora"
+    return "lora" if recipe_flag_true(args, "--use_peft") else "full"
+
+
+def counted(args: tuple[str, ...], flag: str, default: int, where: str) -> tuple[int, str]:
+    """A positive count the recipe was given, else ``default`` and where that default comes from."""
+    raw = recipe_flag_value(args, flag)
+    if raw is not None and raw.isdigit() and int(raw) > 0:
+        return int(raw), ""
+    return default, f" ({where})"
