@@ -218,9 +218,10 @@ def test_every_accelerate_option_ftlaunch_sets_is_owned(in_tmp: Path) -> None:
 
     options = {o.lstrip("-") for a in launch_command_parser()._actions for o in a.option_strings}
     resolved = validate(LaunchSpec(recipe=RECIPE, topology=Topology(gpus=2), zero=Zero(stage=3)))
-    argv = node_command(resolved, in_tmp, ["--machine_rank", "0", "--main_process_ip", "h"])
+    machine = ["--machine_rank", "0", "--main_process_ip", "h", "--main_process_port", "1"]
+    argv = node_command(resolved, in_tmp, machine)
     used = {a.lstrip("-") for a in argv[: argv.index(ENTRY_MODULE)] if a.startswith("--")}
-    rendered = {key.split(".")[-1] for key, _ in leaf_items_of(render_accelerate(resolved, "x", 0, "h", 1))}
+    rendered = {key.split(".")[-1] for key, _ in leaf_items_of(render_accelerate(resolved, "x"))}
     set_by_ftlaunch = (used | rendered) & options - {"main_training_function"}  # the recipe's own choice
     assert set_by_ftlaunch - set(OWNED_OPTIONS) == set()
     assert set(OWNED_OPTIONS) - options == set(), "an owned option accelerate does not have"

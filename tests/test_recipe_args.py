@@ -19,7 +19,7 @@ from launcher.errors import SpecError
 from launcher.protocol import ENTRY_MODULE
 from launcher.rank import entry
 from launcher.rules.validate import validate
-from launcher.spec import jobfile
+from launcher.spec import jobfile, recipeargs
 from launcher.spec.recipe import recipe_args_of, split_at_recipe
 
 TRICKY = [
@@ -118,3 +118,44 @@ def test_shell_round_trip_of_the_command(tmp_path: Path) -> None:
     quoted = " ".join(shlex.quote(a) for a in args)
     out = subprocess.run(["bash", "-c", f"printf '%s\\0' {quoted}"], capture_output=True, check=True).stdout
     assert out.split(b"\0")[:-1] == [a.encode() for a in args]
+
+
+# ---------------------------------------------------------------- one reader of recipe arguments
+
+
+def _value_before_one_reader(args: tuple[str, ...], flag: str) -> str | None:
+    """``recipe_flag_value`` as it was before the readers shared one tokenizer (kept to compare)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+TOKENS = st.sampled_from(
+    ["--lr", "--lr=3", "--use_peft", "--use_peft=false", "1e-4", "true", "q_proj", "-5", ""]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TOKENS, max_size=8))
+def test_every_reader_of_recipe_arguments_agrees_with_the_old_one(tokens: list[str]) -> None:
+    """One tokenizer (``occurrences``) serves the rules, --zero auto and the pre-flight: the values
+    read are those the earlier separate reader gave, for every argument list without a bare ``--``."""
+    args = tuple(tokens)
+    for flag in ("--lr", "--use_peft"):
+        assert recipeargs.recipe_flag_value(args, flag) == _value_before_one_reader(args, flag)
+        assert recipeargs.flag_given(args, flag) == (
+            flag in args or any(a.startswith(flag + "=") for a in args)
+        )
+    found = recipeargs.parse_flags(args)
+    assert set(found) == {a[2:].partition("=")[0] for a in args if a.startswith("--") and len(a) > 2}
+
+
+def test_after_a_bare_double_dash_nothing_is_a_flag() -> None:
+    args = ("--lr", "1", "--", "--lr", "2", "--use_peft")
+    assert recipeargs.recipe_flag_value(args, "--lr") == "1"
+    assert not recipeargs.flag_given(args, "--use_peft")
+    assert recipeargs.parse_flags(("--target", "q", "v", "--r=8", "x")) == {"target": ["q", "v"], "r": ["8"]}

@@ -85,18 +85,14 @@ def accelerate_options(options: tuple[str, ...]) -> list[str]:
     return [f"--{name}" if value is None else f"--{name}={value}" for name, value in chosen.items()]
 
 
-def render_accelerate(
-    resolved: Resolved,
-    deepspeed_path: str,
-    machine_rank: int = 0,
-    main_process_ip: str | None = None,
-    main_process_port: int | None = None,
-) -> dict[str, Any]:
+def render_accelerate(resolved: Resolved, deepspeed_path: str) -> dict[str, Any]:
     """accelerate's ``ClusterConfig`` as a dict.
 
     CPU runs still say ``MULTI_GPU``/``DEEPSPEED`` and leave accelerate's ``use_cpu`` off: its CPU
     path (``--cpu``, ``MULTI_CPU``) silently starts a single process unless mpirun is used, whereas
     this layout gives real gloo workers through torchrun; the trainer gets ``use_cpu=True`` instead.
+    A node's rank, head and port are flags of its command (``backends.base.node_command``): one file
+    serves every node.
     """
     spec = resolved.spec
     topo = spec.topology
@@ -105,15 +101,11 @@ def render_accelerate(
         "distributed_type": _distributed_type(resolved),
         "num_machines": topo.nodes,
         "num_processes": topo.world_size,
-        "machine_rank": machine_rank,
+        "machine_rank": 0,
         "rdzv_backend": "static",
         "same_network": True,
         "main_training_function": "main",
     }
-    if main_process_ip is not None:
-        config["main_process_ip"] = main_process_ip
-    if main_process_port is not None:
-        config["main_process_port"] = main_process_port
     if resolved.uses_deepspeed:
         config["deepspeed_config"] = {
             "deepspeed_config_file": deepspeed_path,

@@ -6,42 +6,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def parse_flags(args: Sequence[str]) -> dict[str, list[str]]:
-    """``--name value...`` / ``--name=value`` pairs as an argument parser would see them; after a
-    bare ``--`` nothing is a flag."""
-    found: dict[str, list[str]] = {}
-    current: list[str] | None = None
+def occurrences(args: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Each ``--name`` as an argument parser sees it, in order, with the values that follow it:
+    ``--name=value`` has one, ``--name v1 v2`` has every token up to the next flag (a list field
+    takes them all, a scalar field the first), ``--name`` alone has none. After a bare ``--``
+    nothing is a flag. The one tokenizer every reader below uses."""
+    found: list[tuple[str, list[str]]] = []
     for arg in args:
         if arg == "--":
             break
         if arg.startswith("--") and len(arg) > 2:
             name, eq, value = arg[2:].partition("=")
-            current = found.setdefault(name, [])
+            found.append((name, [value] if eq else []))
             if eq:
-                current.append(value)
-                current = None
-        elif current is not None:
-            current.append(arg)
-    return found
+                found.append(("", []))  # closes it: what follows is not its value
+        elif found:
+            found[-1][1].append(arg)
+    return [(name, values) for name, values in found if name]
 
 
-def recipe_flag_value(args: tuple[str, ...], flag: str) -> str | None:
-    """The value of ``--flag VALUE`` or ``--flag=VALUE`` in the recipe's arguments (last one wins)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args) and not args[i + 1].startswith("--"):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
+def parse_flags(args: Sequence[str]) -> dict[str, list[str]]:
+    """Every flag (without its ``--``) with all its values, repeated flags' values together."""
+    merged: dict[str, list[str]] = {}
+    for name, values in occurrences(args):
+        merged.setdefault(name, []).extend(values)
+    return merged
 
 
-def flag_given(args: tuple[str, ...], flag: str) -> bool:
+def recipe_flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of ``--flag VALUE`` or ``--flag=VALUE`` in the recipe's arguments (the last one
+    given wins, as with argparse); None when it is absent or given without a value."""
+    values = [v for name, v in occurrences(args) if f"--{name}" == flag and v]
+    return values[-1][0] if values else None
+
+
+def flag_given(args: Sequence[str], flag: str) -> bool:
     """``--flag`` or ``--flag=...`` is among the arguments, with or without a value."""
-    return flag in args or any(a.startswith(flag + "=") for a in args)
+    return any(f"--{name}" == flag for name, _ in occurrences(args))
 
 
-def recipe_flag_true(args: tuple[str, ...], flag: str) -> bool:
+def recipe_flag_true(args: Sequence[str], flag: str) -> bool:
     """HfArgumentParser booleans: ``--flag``, ``--flag true`` or ``--flag=True`` all switch it on."""
     if not flag_given(args, flag):
         return False
