@@ -1,4 +1,4 @@
-"""TODO(layout) launcher.__main__."""
+"""``python -m launcher``: the ``ftlaunch`` command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.launch."""
+"""The one launch flow, shared by a new launch, ``resume`` and ``--resume auto``: plan the attempt
+with its backend, print it for ``--dry-run`` or write it to the run folder and submit that same
+plan, then follow the job to its verdict. What the dry run prints is what runs."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
 
 
 def recipe_findings(resolved: Resolved) -> tuple[list[str], list[str]]:
-    """The pre-flight of the recipe (``launcher.preflight``): what would crash every rank, and notes."""
+    """The pre-flight of the recipe (``machine/preflight.py``): what would crash every rank, and notes."""
     spec = resolved.spec
     assert spec.recipe is not None
     offload = spec.zero.offload_optimizer != "none"

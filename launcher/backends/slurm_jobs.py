@@ -1,4 +1,4 @@
-"""TODO(layout) launcher.backends.slurm_jobs."""
+"""SLURM job control without submitit: the jobs' states (``sacct``), requeue and cancel."""
 
 from __future__ import annotations
 

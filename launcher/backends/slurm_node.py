@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.backends.slurm_node."""
+"""What runs on each SLURM node (``NodeTask``, pickled by submitit): plan the attempt, meet the
+other nodes at the head, supervise this node's ranks, then requeue on pre-emption or record the
+verdict. A requeued job continues from the latest complete checkpoint by itself."""
 
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ class NodeTask:
             return verdict.Verdict("failed", 1, str(err))
         env = {**the_plan.env, "FTLAUNCH_HEAD": head, "FTLAUNCH_PORT": str(port)}
         limit = the_plan.slurm["time"] if the_plan.slurm else None
-        if limit:  # the ranks save and stop while a step and a save still fit (launcher.saving)
+        if limit:  # the ranks save and stop while a step and a save still fit (rank/saving.py)
             env[protocol.DEADLINE_ENV] = str(started + int(limit) * 60)
         argv = the_plan.node_argv(node_rank, head, port)
         return supervisor.supervise(

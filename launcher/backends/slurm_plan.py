@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.backends.slurm_plan."""
+"""The SLURM plan: submitit's parameters and the sbatch script they make, decided before anything
+is submitted, so ``--dry-run`` prints the script that will run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.cli.cancel."""
+"""``ftlaunch cancel RUN``: stop a run's newest attempt, local (its launcher's process tree) or
+SLURM (``scancel`` through submitit), and record it as cancelled."""
 
 from __future__ import annotations
 

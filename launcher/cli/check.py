@@ -1,4 +1,4 @@
-"""TODO(layout) launcher.cli.check."""
+"""``ftlaunch check RECIPE``: the pre-flight alone, without launching."""
 
 from __future__ import annotations
 

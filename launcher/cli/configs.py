@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.cli.configs."""
+"""``ftlaunch configs``: print or write the rendered accelerate and DeepSpeed files of a spec, and
+regenerate the golden-tested presets in ``accelerate_configs/`` and ``ds_configs/``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO(layout) launcher.cli.env."""
+"""``ftlaunch env``: the facts of this machine and the installed libraries, as text or JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.cli.estimate."""
+"""``ftlaunch estimate``: the memory table for a model on a topology, from its config (or counted
+with transformers for a model type the arithmetic does not know)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.cli.flags."""
+"""Flags shared by the subcommands: the spec flags (launch, resume, configs), ``--runs-dir`` with
+locating a run by name, and ``--metric``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.cli.launch."""
+"""The launch form, ``ftlaunch [flags] RECIPE [ARGS]``: parse, gather the machine's facts when
+``--zero auto`` needs them, validate, then run the launch flow (``launcher/launch.py``)."""
 
 from __future__ import annotations
 

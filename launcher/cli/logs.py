@@ -1,4 +1,4 @@
-"""TODO(layout) launcher.cli.logs."""
+"""``ftlaunch logs RUN``: a run's node logs, one rank's lines, or follow them as they grow."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``ftlaunch plot``: what the trainer logged, for one or several runs, against the step.
 
 By default the run's key metric (GRPO's reward, DPO's reward margin, else the loss: see
-``launcher.metrics``), the loss when that is not it, and the learning rate below; ``--metric KEY``
+``records/metrics.py``), the loss when that is not it, and the learning rate below; ``--metric KEY``
 (repeatable) draws any key of ``metrics.jsonl`` instead.
 
 A run is several attempts (a requeue, a resume), each with its own ``metrics.jsonl``; the plot joins

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.cli.resume."""
+"""``ftlaunch resume RUN``: continue a run from its latest complete checkpoint, on the same or
+another topology, taking or refusing the batch flags typed for this attempt."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def resume_command(argv: list[str]) -> int:
 
 def typed_batch(ns: argparse.Namespace, spec: LaunchSpec) -> dict[str, Any]:
     """The batch of this ``resume`` command as typed (flags, or a job YAML given with it), the rest
-    unset: the run's own batch comes from its checkpoint (``rules.resume_batch``), not from the
+    unset: the run's own batch comes from its checkpoint (``rules/resume.py``), not from the
     first launch's flags, and a typed value is taken or refused there, never dropped."""
     keys = ("batch.micro", "batch.grad_accum", "batch.global_batch")
     return {key: value_at(spec, key) if ns.job or getattr(ns, key) is not None else None for key in keys}

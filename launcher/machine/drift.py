@@ -1,6 +1,6 @@
 """What transformers, TRL, peft and datasets renamed or removed since the tutorials were written.
 
-One table, read by the pre-flight check (``launcher.preflight``) and held against the installed
+One table, read by the pre-flight check (``machine/preflight.py``) and held against the installed
 libraries by ``tests/test_drift.py``: an entry whose old name exists again, or whose replacement
 does not exist, fails that test, so the table cannot rot silently. Each entry says what to write
 instead, in the words a user can act on.

@@ -4,7 +4,7 @@ attempt's ``environment.json``, so "which transformers was that run on?" has an 
 Half of all launch failures are the stack, not the spec (a DeepSpeed op that never built, a
 variable left in the shell, a SLURM controller that does not answer), so the facts are gathered
 without importing any of the libraries they describe: versions come from the installed package
-metadata, GPUs from ``nvidia-smi`` (``launcher.hardware``), DeepSpeed's ops from torch's extension
+metadata, GPUs from ``nvidia-smi`` (``machine/hardware.py``), DeepSpeed's ops from torch's extension
 cache and DeepSpeed's install record. ``facts`` is pure; the small gatherers around it are the
 only code that runs commands or reads files, each with a short timeout.
 """

@@ -84,7 +84,7 @@ def usable_cpus() -> int | None:
 
 @dataclass(frozen=True)
 class Hardware:
-    """What the launching machine can see; gathered at the edge (``launcher.hardware``)."""
+    """What the launching machine can see; gathered at the edge (``machine/hardware.py``)."""
 
     gpu_names: tuple[str, ...] = ()
     compute_capabilities: tuple[float | None, ...] = ()  # None: the driver did not say ([N/A])

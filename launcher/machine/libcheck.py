@@ -1,10 +1,10 @@
 """DeepSpeed's and accelerate's own judgement of the user's settings, before a real launch.
 
-The light checks (``launcher.passthrough`` with ``launcher.dsschema``) know the keys users tune
+The light checks (``rules/passthrough.py`` with ``render/dsschema.py``) know the keys users tune
 most and run everywhere, ``--dry-run`` included. These know every key, because they ask the
 installed libraries: DeepSpeed's config classes for the merged ``ds_config.json``, accelerate's
 own parser for the ``--accelerate`` options. They import torch, so they run on the launch path
-only (``cli.execute``, before anything is written or started), and only when the user gave such
+only (``launch.execute``, before anything is written or started), and only when the user gave such
 settings: ftlaunch's own rendering is held against the same classes by the tests.
 """
 

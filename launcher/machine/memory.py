@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.machine.memory."""
+"""The memory ``--zero auto`` sizes against: the GPUs' (``nvidia-smi`` or ``--gpu-memory``) and the
+node's RAM (``/proc/meminfo``, SLURM's ``--mem``). Gathered once per launch into a ``Sizing``."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def slurm_mem(text: str) -> int | None:
 
 
 def gather(spec: LaunchSpec) -> Sizing:
-    """The facts ``rules.validate`` decides ``--zero auto`` from, every problem collected."""
+    """The facts ``rules/validate.py`` decides ``--zero auto`` from, every problem collected."""
     problems = []
     given = spec.model or recipe_flag_value(spec.args, "--model_name_or_path")
     where = "--model" if spec.model else "the recipe's --model_name_or_path"

@@ -3,10 +3,10 @@
 Tutorial-era scripts die on current releases at the first outdated keyword, on every rank, after
 the model loaded (on a cluster: after the queue). This reads the recipe's syntax tree, without
 running it, and checks it against the installed libraries (their source, read by
-``launcher.libsource``, so nothing heavy is imported):
+``machine/libsource.py``, so nothing heavy is imported):
 
 - keywords given to TrainingArguments / TRL's configs / the trainers that were renamed, moved or
-  removed (``launcher.drift``), or that the installed class does not take at all;
+  removed (``machine/drift.py``), or that the installed class does not take at all;
 - names imported from transformers, trl, peft, datasets that were removed or moved;
 - recipe arguments that the recipe's ``TrlParser`` / ``HfArgumentParser`` dataclasses do not accept;
 - values that cannot work where the run goes: an optimizer that needs CUDA on CPU processes, bf16

@@ -1,4 +1,7 @@
-"""TODO(layout) launcher.rank.guard."""
+"""The guard around the recipe's trainer arguments: the launch's decided values (batch, precision,
+clipping, ZeRO) fill the recipe's defaults, a value the recipe set that disagrees with one the user
+typed is refused naming both, values a resume derived replace the recipe's, and the numbers the
+trainer really uses are recorded (``effective.json``)."""
 
 from __future__ import annotations
 

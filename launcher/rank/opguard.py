@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.rank.opguard."""
+"""DeepSpeed's op builds in the ranks: one rank builds while the others wait (torch's file lock),
+a wait is announced, and a build cut short by a stop signal removes its lock instead of leaving
+every later launch waiting on it."""
 
 from __future__ import annotations
 

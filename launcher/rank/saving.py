@@ -2,7 +2,7 @@
 
 The trainer writes ``checkpoint-N`` in place, so a folder can be half-written when a node dies.
 After every rank has finished saving (a barrier in ``on_save``), rank 0 writes a completion marker
-last; only marked checkpoints are ever resumed from (``launcher.checkpoints``). Retention is ours
+last; only marked checkpoints are ever resumed from (``records/checkpoints.py``). Retention is ours
 for the same reason: the trainer's own rotation could delete the last complete checkpoint before
 the new one is marked.
 

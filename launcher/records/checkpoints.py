@@ -3,7 +3,7 @@
 The trainer writes ``checkpoint-N/`` in place and ``get_last_checkpoint`` returns the newest folder
 whether or not it was finished (resume-facts), so a node that dies mid-save leaves a newest folder
 that would be resumed from. Completeness is therefore ours: after every rank finished saving, rank 0
-writes :data:`MARKER` last (``launcher.saving``), recording the files present and their sizes. A
+writes :data:`MARKER` last (``rank/saving.py``), recording the files present and their sizes. A
 checkpoint is used only when that marker exists, everything it lists is unchanged and the pieces a
 resume loads are there.
 

@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.records.curves."""
+"""A run's training curves across its attempts: every logged metric per step, where each resumed
+attempt took over (later attempts replace the steps they repeated). Shared by ``plot``, ``compare``
+and ``status``; reads files only."""
 
 from __future__ import annotations
 

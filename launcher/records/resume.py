@@ -1,5 +1,5 @@
 """Deciding a resume: which checkpoint, on which topology, with which batch. Reads the run folder
-and the checkpoints (the edge); the arithmetic and compatibility rules are ``rules.resume_spec``.
+and the checkpoints (the edge); the arithmetic and compatibility rules are in ``rules/resume.py``.
 
 Used by ``ftlaunch resume``, by ``--resume auto``, and by every node of a requeued SLURM job, so
 the three cannot disagree about where a run continues.
@@ -43,8 +43,8 @@ def output_dir(run_dir: Path) -> Path:
 
 def decide(run_dir: Path, spec: LaunchSpec) -> tuple[Resolved, list[str]]:
     """The resolved spec of the next attempt, resuming from the run's newest complete checkpoint.
-    ``spec.batch`` holds only the batch flags typed for this attempt (``rules.resume_batch`` decides
-    the rest from the checkpoint). Returns warnings (skipped incomplete checkpoints); raises
+    ``spec.batch`` holds only the batch flags typed for this attempt (``rules.resume.resume_batch``
+    decides the rest from the checkpoint). Returns warnings (skipped incomplete checkpoints); raises
     ``SpecError`` when it cannot resume."""
     from launcher.records import checkpoints
 

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.records.runs."""
+"""Reading runs back: find one by name, list them, and tell what each attempt's state really is
+(a ``running`` status whose launcher died is shown as such). Used by status, logs, cancel, resume."""
 
 from __future__ import annotations
 

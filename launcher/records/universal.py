@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.records.universal."""
+"""DeepSpeed's universal checkpoint: the conversion that lets a run resume on another world size.
+Made once, inside the checkpoint's folder, staged under a temporary name and renamed when whole, so
+a crash mid-conversion never leaves a half-written universal checkpoint that looks complete."""
 
 from __future__ import annotations
 

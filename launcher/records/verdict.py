@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.records.verdict."""
+"""How an attempt ended, judged from the ranks' completion markers and not from an exit code alone
+(torchrun reports a crash at shutdown after a finished run as a failure), and recorded in the
+attempt's ``status.json`` per node and as a whole."""
 
 from __future__ import annotations
 

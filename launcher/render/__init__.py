@@ -5,9 +5,8 @@ accumulation, clipping, precision and ZeRO settings live in the DeepSpeed JSON a
 overrides, with identical typed values. A value the launch left to the recipe is ``"auto"`` in the
 DeepSpeed JSON, which transformers fills from the recipe's trainer arguments.
 
-``Resolved`` is imported for type checking only: the rules import ``render.deepspeed`` (a user's
-DeepSpeed settings are checked against what the spec renders), so this package must not import
-the rules back.
+Renderers read the decided spec (``spec/decided.py``, below them) and nothing above: the rules
+(``rules/``, above) check a user's DeepSpeed settings against what the spec renders.
 """
 
 from __future__ import annotations

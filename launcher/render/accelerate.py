@@ -2,7 +2,7 @@
 user's extra ``accelerate launch`` options (``--accelerate``), which go on its command line.
 
 ``OWNED_OPTIONS`` names the launch options ftlaunch sets itself, in this YAML or on the command
-line it builds, and how to set each through ftlaunch; ``launcher.passthrough`` refuses those.
+line it builds, and how to set each through ftlaunch; ``rules/passthrough.py`` refuses those.
 """
 
 from __future__ import annotations

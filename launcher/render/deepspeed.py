@@ -2,7 +2,7 @@
 ``"auto"``, then the user's own settings (``--ds-config``, ``deepspeed:``, ``--ds``) on top.
 
 The spec's values are *owned*: ``OWNED`` names every key rendered from the spec and how to set it
-through ftlaunch, and a user setting never replaces one (``launcher.passthrough`` refuses those
+through ftlaunch, and a user setting never replaces one (``rules/passthrough.py`` refuses those
 that try, before anything is rendered).
 """
 

@@ -1,7 +1,7 @@
 """What DeepSpeed expects of the settings users tune most, known without importing DeepSpeed.
 
 ``--dry-run`` and ``--help`` never import torch, so the light checks read this table; a launch then
-checks the whole merged config with DeepSpeed's own classes (``launcher.libcheck``), and
+checks the whole merged config with DeepSpeed's own classes (``machine/libcheck.py``), and
 ``tests/test_ds_overrides.py`` holds every entry against DeepSpeed's own annotations, so the
 table cannot drift from the DeepSpeed installed. DeepSpeed's pydantic models are lax (``"8"``
 passes as 8, ``"yes"`` as true), so a wrong type written here would otherwise go unnoticed.

@@ -4,7 +4,7 @@ ftlaunch owns what it derives from the spec (``render.deepspeed.OWNED``,
 ``render.accelerate.OWNED_OPTIONS``): a setting that would change one is refused with the flag
 that sets it. A ``--ds-config`` file may repeat an owned value, or leave it ``"auto"``, but not
 contradict the launch. The rest passes through, its type checked where ``dsschema`` knows the key;
-a real launch then has DeepSpeed and accelerate judge the result (``launcher.libcheck``).
+a real launch then has DeepSpeed and accelerate judge the result (``machine/libcheck.py``).
 
 Pure, like the rules that call it: the file was read into the spec when it was named.
 """

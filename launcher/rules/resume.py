@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.rules.resume."""
+"""Resume rules: what may change between a checkpoint and the attempt that continues it (world size,
+ZeRO stage within a layout), and how the run's global batch is split over a new world size or
+changed on purpose. Pure: the run folder is read by ``records/resume.py``."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 problem found, each naming the flag the user typed (the YAML key is the flag without dashes).
 Nothing here touches the file system, the hardware or a heavy library: the hardware facts come in
 as a plain ``Hardware`` value, and those ``--zero auto`` decides from as a ``Sizing`` value
-(``launcher.zeroauto``), so the same rules run in tests, in ``--dry-run`` and before a launch.
+(``sizing/zeroauto.py``), so the same rules run in tests, in ``--dry-run`` and before a launch.
 """
 
 from __future__ import annotations

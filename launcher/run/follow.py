@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.run.follow."""
+"""Following a run's logs as they grow, until its attempt ends: ``ftlaunch logs -f`` and the
+console of ``--slurm --wait``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.run.lines."""
+"""Reading the ranks' output line by line: rank prefixes, warnings, progress bars, tracebacks,
+and the formats the console prints. Pure."""
 
 from __future__ import annotations
 

@@ -163,7 +163,7 @@ def conclude(
 
 def stream(source: IO[bytes] | None, log: IO[bytes], shown: console.Console) -> None:
     """Copy the workers' output (``[rankN]:``-prefixed by torchrun) to a log, whole, and hand each
-    line to the console, which shows what matters (``launcher.console``). A console that went away
+    line to the console, which shows what matters (``run/console.py``). A console that went away
     (closed pipe, full disk) does not stop the copy to the log."""
     if source is None:
         return

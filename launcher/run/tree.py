@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.run.tree."""
+"""The process tree of a node: every descendant is known (child subreaper), stop signals are held
+until it is, forwarded as one, and nothing outlives the supervisor."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The edge of ``--zero auto`` and ``ftlaunch estimate``: find and read the model's ``config.json``
 and learn the memory of the GPUs (or the RAM). The arithmetic and the choice are pure
-(``launcher.estimate``, ``rules.decide_zero``); everything that reads a file or asks
+(``sizing/estimate.py``, ``sizing/zeroauto.py``); everything that reads a file or asks
 ``nvidia-smi`` is here.
 
 A model is named by a local folder, a ``config.json`` file, or a hub id that has a copy in the

@@ -1,4 +1,5 @@
-"""TODO(layout) launcher.sizing.text."""
+"""The estimate as people read and write it: sizes (``80GB``, ``80GiB``), GiB figures and the
+table ``ftlaunch estimate`` prints, with the notes on where each number comes from."""
 
 from __future__ import annotations
 

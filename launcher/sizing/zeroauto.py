@@ -1,7 +1,7 @@
 """``--zero auto``: the ZeRO stage and offload of a launch, decided from the model's size and the
 GPUs' memory. Pure, like the rest of the rules: the facts (the model's ``config.json``, each GPU's
-memory) are gathered at the edge (``launcher.sizing``) and come in as a ``Sizing`` value; the
-arithmetic is ``launcher.estimate``'s, the same that ``ftlaunch estimate`` prints.
+memory) are gathered at the edge (``machine/memory.py``, ``sizing/modelconfig.py``) and come in
+as a ``Sizing`` value; the arithmetic is ``sizing/estimate.py``'s, the same that ``ftlaunch estimate`` prints.
 
 The rule: the lowest stage (least communication), then the least offload, whose estimate fits
 the memory with 10% headroom. On CPU processes (``--procs``) all ranks share one machine's RAM, so
@@ -23,7 +23,7 @@ from launcher.spec.recipeargs import flag_given, recipe_flag_true, recipe_flag_v
 
 @dataclass(frozen=True)
 class Sizing:
-    """What ``--zero auto`` decides from, gathered at the edge (``launcher.sizing.gather``): the
+    """What ``--zero auto`` decides from, gathered at the edge (``machine/memory.py``'s ``gather``): the
     model's ``config.json`` and the memory of each GPU (the smallest of those used), or on CPU
     the node's RAM. ``problems``: what the edge could not find (the model, the GPUs' memory)."""
 

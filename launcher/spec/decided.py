@@ -1,4 +1,6 @@
-"""TODO(layout) launcher.spec.decided."""
+"""The decided launch: the batch plan, the resume point and the ``--zero auto`` choice, with the
+spec they came from. ``decided.json`` holds a ``Resolved``; renderers, backends and every rank read
+it, so nothing is decided twice. Data only: the rules that decide live in ``rules/``."""
 
 from __future__ import annotations
 

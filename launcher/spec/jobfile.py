@@ -79,7 +79,7 @@ def read_text(path: str, flag: str = "--job") -> str:
 
 
 def read_ds_config(path: str) -> tuple[str, ...]:
-    """A user's DeepSpeed JSON as settings (``launcher.settings``), to be recorded in the spec.
+    """A user's DeepSpeed JSON as settings (``spec/settings.py``), to be recorded in the spec.
     Plain JSON, read as strictly as DeepSpeed reads it: a repeated key is an error, not a choice."""
     text = read_text(path, "--ds-config")
     try:

@@ -2,8 +2,8 @@
 
 A spec is built from a job YAML, from command-line flags, or both (flags win). Every field that
 reaches a trainer argument defaults to ``None``, meaning "not decided by the launch": the recipe's
-own value is then adopted at run time. That is what lets ``entry.py`` tell a value the user asked
-for from one we merely defaulted.
+own value is then adopted at run time. That is what lets the rank (``rank/guard.py``) tell a value
+the user asked for from one we merely defaulted.
 
 Each field carries its flag and help text in its metadata, so the CLI, the YAML loader and the
 error messages read them from one place.
