@@ -1,7 +1,8 @@
 """Trainer-argument overrides: the spec's decided values under TrainingArguments' names.
 
 Only values the launch decided appear here; the rank (``rank/guard.py``) fills them into the
-recipe's arguments where the recipe left the default, and refuses a conflicting explicit value before model load.
+recipe's arguments where the recipe left the default, and refuses a conflicting explicit value
+before model load.
 ``PREFERRED`` values are ftlaunch's choice, not the user's: filled where the recipe left the
 default, while an explicit choice of the recipe is kept (and its cost said).
 """
