@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +166,15 @@ def test_on_resume_a_typed_batch_flag_is_still_held_against_the_recipe(tmp_path:
     assert problem.startswith(
         "the recipe sets per_device_train_batch_size=1 but the launch asks for --micro-batch"
     )
+
+
+def test_a_rank_loads_neither_the_cli_nor_the_validation_rules_nor_sizing() -> None:
+    """Every rank imports its entry before the recipe: what it loads costs every rank's start, and a
+    rank never decides again (the launch did, in ``decided.json``)."""
+    code = "import json, sys, launcher.rank.entry; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout)
+    assert "launcher.rank.guard" in loaded and "launcher.spec.decided" in loaded
+    banned = ("launcher.cli", "launcher.rules.validate", "launcher.rules.passthrough", "launcher.sizing")
+    assert [m for m in loaded if m.startswith(banned)] == []

@@ -10,11 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from launcher.cli import cancel, logs, status
-from launcher.cli.check import check_command
-from launcher.cli.configs import configs
 from launcher.cli.launch import launch
-from launcher.cli.resume import resume_command
 from launcher.errors import SpecError
 
 
@@ -41,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def lazy(module: str, function: str) -> Callable[[list[str]], int]:
     """A subcommand whose module is imported only when it runs: ``--help``, a dry run and a launch
-    never pay for estimate, plot, compare or env."""
+    never pay for another subcommand (plot's matplotlib, estimate's arithmetic, status's readers)."""
 
     def run(argv: list[str]) -> int:
         import importlib
@@ -52,14 +48,14 @@ def lazy(module: str, function: str) -> Callable[[list[str]], int]:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "configs": configs,
+    "configs": lazy("launcher.cli.configs", "configs"),
     "estimate": lazy("launcher.cli.estimate", "estimate_command"),
-    "status": status.status,
-    "logs": logs.logs,
-    "cancel": cancel.cancel,
-    "resume": resume_command,
+    "status": lazy("launcher.cli.status", "status"),
+    "logs": lazy("launcher.cli.logs", "logs"),
+    "cancel": lazy("launcher.cli.cancel", "cancel"),
+    "resume": lazy("launcher.cli.resume", "resume_command"),
     "plot": lazy("launcher.cli.plot", "plot_command"),
-    "check": check_command,
+    "check": lazy("launcher.cli.check", "check_command"),
     "compare": lazy("launcher.cli.compare", "compare_command"),
     "env": lazy("launcher.cli.env", "env_command"),
 }
