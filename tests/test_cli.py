@@ -16,14 +16,18 @@ from launcher.protocol import ENTRY_MODULE
 HEAVY = ("torch", "transformers", "trl", "deepspeed", "submitit", "peft", "accelerate")
 
 
-def heavy_modules_after(argv: list[str], cwd: Path) -> list[str]:
+def heavy_modules_after(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
+    """The command's exit code and the heavy modules it loaded: a command that crashed before it
+    imported anything would otherwise look light."""
     code = (
-        "import sys\nfrom launcher.cli import main\n"
-        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+        "import json, sys\nfrom launcher.cli import main\n"
+        f"try:\n    code = main({argv!r})\nexcept SystemExit as exit_:\n"
+        "    code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)\n"
+        f"print(json.dumps([code, sorted(m for m in {HEAVY!r} if m in sys.modules)]))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True)
-    return list(json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
+    exit_code, modules = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(exit_code), list(modules)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +45,7 @@ def heavy_modules_after(argv: list[str], cwd: Path) -> list[str]:
     ],
 )
 def test_fast_paths_import_nothing_heavy(argv: list[str], in_tmp: Path) -> None:
-    assert heavy_modules_after(argv, in_tmp) == []
+    assert heavy_modules_after(argv, in_tmp) == (0, [])
 
 
 @pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])

@@ -278,6 +278,7 @@ def test_the_types_table_agrees_with_deepspeed() -> None:
         "bf16": DeepSpeedBF16Config,
         "fp16": DeepSpeedFP16Config,
     }
+    untyped: set[str] = set()
     for key, kind in TYPES.items():
         section, *rest = key.split(".")
         if section in models:
@@ -289,9 +290,57 @@ def test_the_types_table_agrees_with_deepspeed() -> None:
         ]
         defaults = [getattr(constants, f"{n}_DEFAULT") for n in named]
         assert all(d is None or type(d) is kind for d in defaults), (key, defaults)
+        if None in defaults:
+            untyped.add(key)
+    assert untyped == set(TYPED_BY_CONSUMER), (
+        "a key whose DeepSpeed default is None needs its type checked below"
+    )
     read = libcheck.ReadKeys({"train_micro_batch_size_per_gpu": 1})
     DeepSpeedConfig(read)
     assert {key.split(".")[0] for key in TYPES} - read.asked == set()
+
+
+# Keys whose DeepSpeed default is None, so the default tells nothing: who gives them their type.
+TYPED_BY_CONSUMER = {
+    "train_batch_size": "transformers (TrainingArguments)",
+    "train_micro_batch_size_per_gpu": "transformers (TrainingArguments)",
+    "gradient_accumulation_steps": "transformers (TrainingArguments)",
+    "communication_data_type": "DeepSpeedConfig",
+    "steps_per_print": "DeepSpeed's ThroughputTimer",
+}
+
+
+def test_keys_without_a_deepspeed_default_have_the_type_their_consumer_uses(tmp_path: Path) -> None:
+    """The batch keys hold what transformers fills them with from ``TrainingArguments``;
+    ``communication_data_type`` is lower-cased by DeepSpeed, which fails on any other JSON kind;
+    ``steps_per_print`` is the modulus of DeepSpeed's ``ThroughputTimer``, which a string breaks
+    (numbers pass; the table's int is DeepSpeed's documented type)."""
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from deepspeed.utils.timer import ThroughputTimer
+    from transformers import TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    batch_keys = [k for k, who in TYPED_BY_CONSUMER.items() if who.startswith("transformers")]
+    filled = HfTrainerDeepSpeedConfig(dict.fromkeys(batch_keys, "auto"))
+    args = TrainingArguments(
+        str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=3, use_cpu=True
+    )
+    filled.trainer_config_process(args)
+    assert {k: type(filled.config[k]) for k in batch_keys} == {k: TYPES[k] for k in batch_keys}
+
+    base = {"train_micro_batch_size_per_gpu": 1}
+    assert TYPES["communication_data_type"] is str
+    DeepSpeedConfig({**base, "communication_data_type": "fp32"})
+    for wrong in (16, 1.5, True):
+        with pytest.raises(AttributeError):
+            DeepSpeedConfig({**base, "communication_data_type": wrong})
+
+    kind = TYPES["steps_per_print"]
+    timer = ThroughputTimer(None, batch_size=1, steps_per_output=kind(SAMPLE[kind]))
+    timer.global_step_count = 3
+    timer._is_report_boundary()
+    with pytest.raises(TypeError):
+        ThroughputTimer(None, batch_size=1, steps_per_output="10")._is_report_boundary()
 
 
 def annotated_kind(model: Any, path: list[str]) -> Any:
@@ -445,6 +494,5 @@ def test_a_launch_is_refused_by_deepspeed_before_anything_is_written(
 def test_the_dry_run_with_settings_imports_nothing_heavy(in_tmp: Path) -> None:
     Path("mine.json").write_text('{"steps_per_print": 3}')
     argv = ["--procs", "2", "--zero", "3", "--ds-config", "mine.json", "--ds", "wall_clock_breakdown=true"]
-    assert (
-        heavy_modules_after([*argv, "--accelerate", "dynamo_backend=no", "--dry-run", RECIPE], in_tmp) == []
-    )
+    dry_run = [*argv, "--accelerate", "dynamo_backend=no", "--dry-run", RECIPE]
+    assert heavy_modules_after(dry_run, in_tmp) == (0, [])

@@ -140,10 +140,11 @@ def test_bad_output_is_refused_before_reading(
 def test_plot_help_imports_no_matplotlib(tmp_path: Path) -> None:
     code = (
         "import sys\nfrom launcher.cli import main\ntry:\n    main(['plot', '--help'])\n"
-        "except SystemExit:\n    pass\nprint('matplotlib' in sys.modules, 'torch' in sys.modules)"
+        "except SystemExit as exit_:\n    print('exit', exit_.code)\n"
+        "print('matplotlib' in sys.modules, 'torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
-    assert done.stdout.splitlines()[-1] == "False False"
+    assert done.stdout.splitlines()[-2:] == ["exit 0", "False False"], done.stderr
 
 
 def test_status_shows_the_newest_logged_step_and_loss(

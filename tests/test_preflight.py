@@ -157,8 +157,8 @@ def test_dry_run_shows_the_findings_as_notes_and_imports_nothing_heavy(tmp_path:
         if line.startswith("# note: a real launch here would refuse")
     ]
     assert len(notes) == 7
-    assert heavy_modules_after(["--procs", "2", "--dry-run", str(TUTORIAL)], tmp_path) == []
-    assert heavy_modules_after(["check", str(REPO / "jobs" / "sft.py"), "--use_peft"], tmp_path) == []
+    assert heavy_modules_after(["--procs", "2", "--dry-run", str(TUTORIAL)], tmp_path) == (0, [])
+    assert heavy_modules_after(["check", str(REPO / "jobs" / "sft.py"), "--use_peft"], tmp_path) == (0, [])
 
 
 def test_check_subcommand_passes_a_good_recipe(tmp_path: Path) -> None:

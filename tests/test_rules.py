@@ -3,12 +3,15 @@ and SLURM's time formats."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from launcher.errors import SpecError
-from launcher.rules.batch import resolve_batch
+from launcher.rank.guard import accumulation_for_global_batch
+from launcher.rules.batch import product, resolve_batch
 from launcher.rules.resume import batch_change, resume_spec, same_training_problems
 from launcher.rules.validate import time_minutes, validate
 from launcher.spec.launchspec import Batch, LaunchSpec, Topology, Zero
@@ -51,6 +54,35 @@ def test_non_divisible_global_suggests_only_valid_values(micro: int, world: int,
         plan, again = resolve_batch(micro, None, value, world)
         assert again == [] and plan.grad_accum is not None and plan.grad_accum >= 1
     assert min(abs(s - glob) for s in suggested) < micro * world
+
+
+@given(micro=small, accum=small, nodes=st.integers(1, 4), gpus=st.integers(1, 8), recipe_micro=small)
+def test_a_global_batch_alone_is_split_by_the_rank_with_the_recipes_micro_batch(
+    micro: int, accum: int, nodes: int, gpus: int, recipe_micro: int
+) -> None:
+    """The "global batch only" form: the launch keeps the global batch and leaves micro and
+    accumulation open; each rank splits it with the recipe's own micro batch (``rank/guard.py``),
+    or refuses, naming the recipe's value, when that micro batch does not divide it."""
+    world = nodes * gpus
+    glob = micro * accum * world
+    spec = LaunchSpec(
+        recipe="r.py", topology=Topology(nodes=nodes, gpus=gpus), batch=Batch(global_batch=glob)
+    )
+    resolved = validate(spec)
+    assert (resolved.batch.micro, resolved.batch.grad_accum, resolved.batch.global_batch) == (
+        None,
+        None,
+        glob,
+    )
+    recipe = SimpleNamespace(per_device_train_batch_size=recipe_micro)
+    if glob % (recipe_micro * world):
+        with pytest.raises(SpecError, match=rf"micro batch {recipe_micro} is the recipe's"):
+            accumulation_for_global_batch(recipe, resolved)
+        return
+    decided = accumulation_for_global_batch(recipe, resolved)
+    assert decided is not None and product(recipe_micro, decided, world) == glob
+    if recipe_micro == micro:
+        assert decided == accum
 
 
 def test_one_value_leaves_the_rest_to_the_recipe() -> None:

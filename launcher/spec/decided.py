@@ -80,7 +80,7 @@ class Resolved:
         resume = Resume(**{**saved, "derived": tuple(saved.get("derived", ()))}) if saved else None
         auto = data.get("zero_auto")
         zero_auto = None
-        if auto:  # only then does a rank load --zero auto's module
+        if auto:  # only a --zero auto launch records it
             zero_auto = ZeroAuto(**{**auto, "reason": tuple(auto["reason"])})
         return cls(from_mapping(data["spec"], source), BatchPlan(**data["batch"]), resume, zero_auto)
 
