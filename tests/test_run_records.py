@@ -14,7 +14,8 @@ import pytest
 
 from launcher import redact
 from launcher.cli import main
-from launcher.records import rundir, runs
+from launcher.records import rundir
+from launcher.records.runs import read_run
 
 NOW = time.time()
 ODD_STATUS: dict[str, bytes] = {
@@ -78,12 +79,12 @@ def test_a_recycled_pid_is_not_a_running_launcher(tmp_path: Path) -> None:
     try:
         status = {"state": "running", "launcher_pid": younger.pid, "started": time.time() - 1000}
         run = make_run(tmp_path, "recycled", json.dumps(status).encode())
-        info = runs.read_run(run)
+        info = read_run(run)
         assert info.state == "lost"
         assert info.latest is not None and "ftlaunch resume" in info.latest.why_lost
         status["started"] = time.time() + 5  # the same process, started before the attempt: alive
         (run / "attempts" / "1" / rundir.STATUS).write_text(json.dumps(status))
-        assert runs.read_run(run).state == "running"
+        assert read_run(run).state == "running"
     finally:
         younger.kill()
         younger.wait()

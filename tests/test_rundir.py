@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from launcher import redact
-from launcher.records import rundir, runs
+from launcher.records import rundir
 from launcher.records import verdict as verdicts
+from launcher.records.runs import find_run, list_runs
 from launcher.records.verdict import judge
 
 
@@ -81,9 +82,9 @@ def test_a_running_run_whose_launcher_died_is_lost(tmp_path: Path) -> None:
     rundir.write_json(run / rundir.SPEC, {})
     attempt = rundir.write_attempt(run, 1, {})
     rundir.update_status(attempt, state="running", launcher_pid=int(gone.stdout))
-    assert [r.state for r in runs.list_runs(tmp_path)] == ["lost"]
+    assert [r.state for r in list_runs(tmp_path)] == ["lost"]
     rundir.update_status(attempt, launcher_pid=os.getpid())
-    assert [r.state for r in runs.list_runs(tmp_path)] == ["running"]
+    assert [r.state for r in list_runs(tmp_path)] == ["running"]
 
 
 def test_attempts_keep_their_own_files_and_requeued_nodes_never_overwrite(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_a_corrupt_status_is_reported_not_fatal(tmp_path: Path) -> None:
     run = rundir.create(tmp_path, "r")
     rundir.write_json(run / rundir.SPEC, {})
     (rundir.write_attempt(run, 1, {}) / rundir.STATUS).write_text("{not json")
-    (info,) = runs.list_runs(tmp_path)
+    (info,) = list_runs(tmp_path)
     assert info.state == "unreadable" and "unreadable" in info.problems[0]
 
 
@@ -109,11 +110,11 @@ def test_runs_are_found_by_path_name_or_unique_prefix(tmp_path: Path) -> None:
     b = rundir.create(tmp_path, "beta")
     for run in (a, b):
         rundir.write_json(run / rundir.SPEC, {})
-    assert runs.find_run(tmp_path, str(a)) == a
-    assert runs.find_run(tmp_path, b.name) == b
-    assert runs.find_run(tmp_path, "alp") == a
+    assert find_run(tmp_path, str(a)) == a
+    assert find_run(tmp_path, b.name) == b
+    assert find_run(tmp_path, "alp") == a
     with pytest.raises(LookupError, match="no run 'gamma'"):
-        runs.find_run(tmp_path, "gamma")
+        find_run(tmp_path, "gamma")
 
 
 def test_the_clock_asks_to_stop_only_when_a_step_and_a_save_no_longer_fit() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from launcher.records import rundir
+from launcher.records.runs import list_runs
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
@@ -69,5 +70,5 @@ def ftlaunch(flags: str, recipe: str, recipe_args: str, env: dict[str, str], run
         text=True,
         timeout=420,
     )
-    found = runs.list_runs(runs)
+    found = list_runs(runs)
     return Launch(proc.returncode, proc.stdout, found[-1].path if found else None)

@@ -16,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher.records import rundir, runs
+from launcher.records import rundir
+from launcher.records.runs import RunInfo, list_runs
 
 HERE = Path(__file__).parent
 LINES = 30
@@ -57,8 +58,8 @@ def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-de
     return predicate()
 
 
-def only_run(runs: Path) -> runs.RunInfo:
-    (run,) = runs.list_runs(runs)
+def only_run(runs: Path) -> RunInfo:
+    (run,) = list_runs(runs)
     return run
 
 
@@ -164,7 +165,7 @@ def test_interrupt_at_every_early_moment_is_recorded(tmp_path: Path) -> None:
         if "run folder" in err:
             assert "Traceback" not in err, (delay, err[-3000:])
         assert wait_until(lambda: strays(tmp_path) == [], 15), (delay, strays(tmp_path))
-    states = [run.state for run in runs.list_runs(runs)]
+    states = [run.state for run in list_runs(runs)]
     assert states and set(states) == {"interrupted"}, states
     shell = subprocess.run(launch_argv(runs, "talker.py", "3"), cwd=tmp_path, capture_output=True, text=True)
     assert shell.returncode == 0, shell.stderr[-2000:]

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from launcher.machine import opcache
+from launcher.records.runs import list_runs
 from tests.e2e.test_faults import strays, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -73,5 +74,5 @@ def test_a_stopped_op_build_releases_its_lock(e2e_env: dict[str, str], tmp_path:
         assert launcher.returncode == 128 + signal.SIGTERM, err[-2000:]
         assert wait_until(lambda: not leftovers(tmp_path, lock), 15), leftovers(tmp_path, lock)
         assert not lock.exists(), f"launch {launch}: the lock was left behind"
-    states = [run.state for run in runs.list_runs(tmp_path / "runs")]
+    states = [run.state for run in list_runs(tmp_path / "runs")]
     assert states == ["interrupted", "interrupted"]

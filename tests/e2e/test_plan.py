@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.records import rundir, runs
+from launcher.records import rundir
+from launcher.records.runs import list_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +61,7 @@ def test_dry_run_plan_is_the_executed_plan_and_arguments_survive(in_tmp: Path) -
     real = subprocess.run(argv, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=300)
     assert real.returncode == 0, (real.stdout + real.stderr)[-3000:]
 
-    (run,) = runs.list_runs(in_tmp / "runs")
+    (run,) = list_runs(in_tmp / "runs")
     attempt = rundir.attempt_path(run.path, 1)
     planned_name = re.search(r"runs/(plan-\d{8}-\d{6}-XXXX)", dry.stdout)
     assert planned_name is not None

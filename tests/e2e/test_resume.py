@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher.records import curves, rundir, runs
+from launcher.records import curves, rundir
+from launcher.records.runs import list_runs
 
 from .conftest import JOBS, REPO
 
@@ -51,7 +52,7 @@ def start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 def wait_for_step(runs: Path, step: int, timeout: float = 300) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = runs.list_runs(runs)
+        found = list_runs(runs)
         attempt = found[-1].latest.path if found and found[-1].latest else None
         if attempt and (attempt / rundir.METRICS).exists() and max(losses(attempt), default=0) >= step:
             return attempt
@@ -97,7 +98,7 @@ def reference(
         def __missing__(self, stage: int) -> dict[int, float]:
             runs = tmp_path_factory.mktemp(f"reference{stage}")
             run_to_end(command(runs, stage), e2e_env)
-            self[stage] = losses(runs.list_runs(runs)[-1].latest.path)  # type: ignore[union-attr]
+            self[stage] = losses(list_runs(runs)[-1].latest.path)  # type: ignore[union-attr]
             return self[stage]  # type: ignore[no-any-return]
 
     return Lazy()
@@ -120,7 +121,7 @@ def test_sigkill_then_resume_trains_like_an_uninterrupted_run(
     finally:
         kill_everything(proc)
     reference.setdefault(stage, losses(first_attempt))
-    run = runs.list_runs(runs)[-1].path
+    run = list_runs(runs)[-1].path
     saved = (run / rundir.CHECKPOINTS).glob("checkpoint-*")
     complete = (c for c in saved if (c / "ftlaunch_complete.json").exists())
     checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
@@ -210,7 +211,7 @@ def test_a_run_saves_and_stops_before_its_time_limit(e2e_env: dict[str, str], tm
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 75, done.stderr[-3000:]
     assert time.time() < deadline
-    attempt = runs.list_runs(tmp_path / "runs")[-1].latest.path  # type: ignore[union-attr]
+    attempt = list_runs(tmp_path / "runs")[-1].latest.path  # type: ignore[union-attr]
     record = rundir.read_json(attempt / rundir.PREEMPTED)
     assert "stopping before the time limit" in record["reason"] and "s left" in record["reason"]
     assert (

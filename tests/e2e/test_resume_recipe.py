@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from launcher.records import rundir
+from launcher.records.runs import list_runs
 
 from .conftest import REPO
 from .test_resume import losses, run_to_end
@@ -49,7 +50,7 @@ def test_a_recipe_with_a_hard_coded_batch_resumes_on_another_world_size(
     flags = f"--runs-dir {runs} --procs {saved_on} --zero 2 --precision fp32 --save-steps {SAVE_EVERY}"
     recipe = [str(RECIPE), str(micro), str(accum), str(STEPS)]
     run_to_end([sys.executable, "-m", "launcher", *flags.split(), *recipe], e2e_env)
-    run = runs.list_runs(runs)[-1].path
+    run = list_runs(runs)[-1].path
     reference = losses(rundir.attempt_path(run, 1))  # world sizes agree within ~2e-7 (test_equivalence)
     for later in (run / rundir.CHECKPOINTS).glob("checkpoint-*"):
         if int(later.name.split("-")[1]) > 2 * SAVE_EVERY:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from launcher.records import rundir
+from launcher.records.runs import list_runs
 
 from .conftest import JOBS
 from .test_resume import losses, run_to_end
@@ -43,7 +44,7 @@ def test_resume_on_another_world_size_keeps_the_global_batch_and_the_losses(
 ) -> None:
     runs = tmp_path / "runs"
     run_to_end(command(runs, saved_on, stage, lora), e2e_env)
-    run = runs.list_runs(runs)[-1].path
+    run = list_runs(runs)[-1].path
     # The uninterrupted curve: this run went on to the end. At the same global batch another world
     # size trains the same within ~2e-7 (test_equivalence.py), so it is the reference at either size.
     reference = losses(rundir.attempt_path(run, 1))

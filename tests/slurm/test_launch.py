@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launcher.records import rundir, runs
+from launcher.records import rundir
+from launcher.records.runs import RunInfo, list_runs
 
 from .conftest import wait_for
 
@@ -49,8 +50,8 @@ def losses(attempt_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
-def only_run(runs: Path) -> runs.RunInfo:
-    (run,) = runs.list_runs(runs)
+def only_run(runs: Path) -> RunInfo:
+    (run,) = list_runs(runs)
     return run
 
 
@@ -136,7 +137,7 @@ def test_arguments_reach_every_node_unchanged(slurm_env: dict[str, str], tmp_pat
     assert [p for p in runs.rglob("*") if p.is_file() and token.encode() in p.read_bytes()] == []
 
 
-def start_sleeper(env: dict[str, str], runs: Path, pids: Path, extra: list[str] = ()) -> runs.RunInfo:  # type: ignore[assignment]
+def start_sleeper(env: dict[str, str], runs: Path, pids: Path, extra: list[str] = ()) -> RunInfo:  # type: ignore[assignment]
     flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", *extra]
     started = ftlaunch(["--runs-dir", str(runs), *flags, str(SLEEPER), str(pids)], env, REPO, timeout=60)
     assert started.returncode == 0, started.stderr
@@ -154,7 +155,7 @@ def alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class TimeLimited:
-    run: runs.RunInfo
+    run: RunInfo
     runs: Path
     pids: Path
     first: dict[str, str]  # pid file -> pid of attempt 1's ranks
