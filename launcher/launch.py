@@ -16,19 +16,29 @@ from launcher.backends import backend_for, make_plan
 from launcher.errors import SpecError
 from launcher.machine import preflight
 from launcher.records import resume, rundir, runs
+from launcher.records.restarts import Restart, restart_after
 from launcher.render import json_text
 from launcher.rules.resume import batch_change
 from launcher.run import tree
 from launcher.spec.decided import Resolved
-from launcher.spec.launchspec import LaunchSpec, to_dict
+from launcher.spec.launchspec import LaunchSpec, merge, to_dict
 
 if TYPE_CHECKING:
     from launcher.backends.base import Job, Plan
 
 
-def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_run: bool, wait: bool) -> int:
+def execute(
+    resolved: Resolved,
+    run_dir: Callable[[], Path],
+    attempt: int,
+    dry_run: bool,
+    wait: bool,
+    restart: Restart | None = None,
+) -> int:
     """The one flow after deciding: plan, then print it, or write it and hand it to the backend.
-    ``run_dir`` is called only once nothing can refuse any more, so a refusal leaves no folder."""
+    ``run_dir`` is called only once nothing can refuse any more, so a refusal leaves no folder.
+    A local attempt that hung, lost a rank or crashed is followed by the next one, from the latest
+    complete checkpoint, while ``--max-restarts`` allows (``restart`` says which one this is)."""
     backend = backend_for(resolved)
     refusals, notes = recipe_findings(resolved)
     problems = backend.problems(resolved) + refusals
@@ -50,11 +60,34 @@ def execute(resolved: Resolved, run_dir: Callable[[], Path], attempt: int, dry_r
     try:
         the_plan = make_plan(resolved, run_dir(), attempt, os.getcwd())
         write_plan(the_plan, resolved)
+        if restart is not None:
+            rundir.update_status(the_plan.attempt_dir, restart=restart.number, cause=restart.cause)
         print(f"ftlaunch: run folder {the_plan.run_dir} (attempt {attempt})", file=sys.stderr)
         job = backend.submit(the_plan)  # the local supervisor takes the signals over once it owns the tree
     finally:
         tree.release_stop_signals()
-    return follow(job, the_plan, wait=wait)
+    code = follow(job, the_plan, wait=wait)
+    if the_plan.backend != "local":
+        return code
+    return go_on(the_plan.run_dir, resolved, attempt, code)
+
+
+def go_on(run_dir: Path, resolved: Resolved, attempt: int, code: int) -> int:
+    """Restart after a hang, a lost rank or a crash, from the latest complete checkpoint, on the
+    same topology; the run's batch comes from the checkpoint, as with ``ftlaunch resume``."""
+    restart, why_not = restart_after(run_dir, attempt, resolved.spec.faults.max_restarts)
+    if restart is None:
+        if why_not:
+            print(f"ftlaunch: {why_not}", file=sys.stderr)
+        return code
+    limit = resolved.spec.faults.max_restarts
+    print(f"ftlaunch: restart {restart.number}/{limit} after {restart.cause}", file=sys.stderr)
+    spec = merge(resolved.spec, {"batch.micro": None, "batch.grad_accum": None, "batch.global_batch": None})
+    try:
+        return continue_run(run_dir, spec, dry_run=False, wait=True, restart=restart)
+    except SpecError as err:  # no complete checkpoint yet, or the machine refuses now
+        print(f"ftlaunch: not restarted: {err.render().removeprefix('ftlaunch: ')}", file=sys.stderr)
+        return code
 
 
 def recipe_findings(resolved: Resolved) -> tuple[list[str], list[str]]:
@@ -66,7 +99,9 @@ def recipe_findings(resolved: Resolved) -> tuple[list[str], list[str]]:
     return preflight.findings(spec.recipe, spec.args, where)
 
 
-def continue_run(run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool) -> int:
+def continue_run(
+    run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool, restart: Restart | None = None
+) -> int:
     """A new attempt of ``run_dir`` from its latest complete checkpoint, on ``spec``'s topology."""
     missing = redact.missing(spec.args, os.environ)
     if missing:
@@ -85,7 +120,7 @@ def continue_run(run_dir: Path, spec: LaunchSpec, dry_run: bool, wait: bool) -> 
         file=sys.stderr,
     )
     attempt = max(rundir.attempt_numbers(run_dir), default=0) + 1
-    return execute(resolved, lambda: run_dir, attempt, dry_run, wait)
+    return execute(resolved, lambda: run_dir, attempt, dry_run, wait, restart)
 
 
 def write_plan(the_plan: Plan, resolved: Resolved) -> None:

@@ -15,6 +15,7 @@ ENTRY_MODULE = "launcher.rank.entry"  # every rank runs `python -m ENTRY_MODULE 
 # saving.py and opguard.py stay visible: a save or an op build that fails is worth seeing.
 RANK_FRAMES = ("launcher/rank/entry.py", "launcher/rank/guard.py", "launcher/rank/recorder.py")
 
+STACK_SIGNAL = signal.SIGUSR1  # a rank writes every thread's Python stack to its stacks file
 PREEMPTION_SIGNAL = signal.SIGUSR2  # submitit's default; SLURM sends it before a time limit too
 # Each ends the run; exit 128 + signal. A set: the supervisor intersects it with sigpending().
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})

@@ -15,10 +15,11 @@ from pathlib import Path
 from launcher.backends.base import Plan, node_command
 from launcher.machine import opcache
 from launcher.machine.hardware import hardware_problems
-from launcher.records import rundir, verdict
-from launcher.records.verdict import record_verdict
+from launcher.records import rundir
+from launcher.records.verdict import Verdict, record_verdict
 from launcher.render import Rendered, attempt_texts
 from launcher.run import supervisor
+from launcher.run.watchdog import hang_timeout
 from launcher.spec.decided import Resolved
 
 NAME = "local"
@@ -58,7 +59,7 @@ def problems(resolved: Resolved) -> list[str]:
 class LocalJob:
     """A local attempt that has already run (``submit`` blocks while the console follows it)."""
 
-    verdict: verdict.Verdict
+    verdict: Verdict
     job_id: str | None = None
 
     def wait(self) -> int:
@@ -86,6 +87,7 @@ def submit(the_plan: Plan) -> LocalJob:
         node_rank=0,
         world_size=the_plan.world_size,
         own_signals=True,
+        hang_timeout=hang_timeout(the_plan.resolved),
     )
     record_verdict(attempt_dir, verdict)
     return LocalJob(verdict)

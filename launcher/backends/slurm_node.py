@@ -16,9 +16,10 @@ from launcher import protocol
 from launcher.backends.base import Plan, rendered_for
 from launcher.backends.slurm_jobs import requeue
 from launcher.backends.slurm_plan import NAME, plan
-from launcher.records import rundir, verdict
-from launcher.records.verdict import record_verdict
+from launcher.records import rundir
+from launcher.records.verdict import Verdict, record_verdict
 from launcher.run import rendezvous, supervisor
+from launcher.run.watchdog import hang_timeout
 from launcher.spec.decided import Resolved
 
 SAVE_GRACE_SECONDS = 60.0  # of submitit's 90 s warning before the time limit, for the save
@@ -115,7 +116,7 @@ class NodeTask:
         head: str,
         port: int,
         started: float,
-    ) -> verdict.Verdict:
+    ) -> Verdict:
         timeout = float(os.environ.get("FTLAUNCH_PREFLIGHT_TIMEOUT", rendezvous.DEFAULT_TIMEOUT))
         try:
             rendezvous.barrier(node_rank, hosts, head, port + 1, timeout)
@@ -123,14 +124,21 @@ class NodeTask:
             print(str(err), file=sys.stderr, flush=True)
             with open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "a") as log:
                 log.write(f"{err}\n")
-            return verdict.Verdict("failed", 1, str(err))
+            return Verdict("failed", 1, str(err))
         env = {**the_plan.env, "FTLAUNCH_HEAD": head, "FTLAUNCH_PORT": str(port)}
         limit = the_plan.slurm["time"] if the_plan.slurm else None
         if limit:  # the ranks save and stop while a step and a save still fit (rank/saving.py)
             env[protocol.DEADLINE_ENV] = str(started + int(limit) * 60)
         argv = the_plan.node_argv(node_rank, head, port)
         return supervisor.supervise(
-            argv, env, the_plan.cwd, attempt_dir, node_rank, the_plan.world_size, own_signals=False
+            argv,
+            env,
+            the_plan.cwd,
+            attempt_dir,
+            node_rank,
+            the_plan.world_size,
+            own_signals=False,
+            hang_timeout=hang_timeout(the_plan.resolved),
         )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

@@ -23,8 +23,8 @@ from launcher.render import DECIDED_FILE
 # ---------------------------------------------------------------- state
 
 
-def slurm_states(runs: list[runs.RunInfo]) -> dict[str, str]:
-    ids = [job for run in runs for job in run.job_ids]
+def slurm_states(found: list[runs.RunInfo]) -> dict[str, str]:
+    ids = [job for run in found for job in run.job_ids]
     if not ids:
         return {}
     from launcher.backends import slurm_jobs
@@ -178,6 +178,8 @@ def show_detail(run: runs.RunInfo) -> None:
         resumed = resumed_from(attempt.path)
         if resumed:
             print(f"  resumed: {resumed}")
+        if s.get("restart"):
+            print(f"  restart {cell(s['restart'])}, after: {cell(s.get('cause', '?'))}")
         for key in ("job_id", "hosts", "head", "effective", "exit_code"):
             if s.get(key) not in (None, ""):
                 print(f"  {key}: {cell(s[key])}")

@@ -24,6 +24,7 @@ from launcher import protocol, redact
 from launcher.errors import SpecError
 from launcher.rank import opguard, saving
 from launcher.rank.guard import install_guard
+from launcher.rank.heartbeat import install_heartbeat, record_failure
 from launcher.rank.recorder import install_recorder, rank, say_phase
 from launcher.records import rundir
 from launcher.render import DECIDED_FILE, TRAINER_FILE
@@ -44,12 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_guard(resolved, overrides, attempt_dir)
     install_recorder(attempt_dir)
     saving.install(resolved, attempt_dir)
+    install_heartbeat(attempt_dir)
     freeze_the_libraries()
     say_phase(attempt_dir, "running the recipe (parsing its arguments)")
     try:
         run_recipe(recipe, redact.reveal(recipe_args, os.environ))
     except SpecError as err:
         return refuse(attempt_dir, err)
+    except Exception as err:
+        record_failure(attempt_dir, err)
+        raise
     mark_done(attempt_dir)
     close_process_group()
     return 0

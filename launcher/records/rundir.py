@@ -84,6 +84,10 @@ PREEMPTED = "preempted.json"  # the step at which the ranks agreed to save and s
 
 
 ENTRY_ERROR = "entry_error.txt"  # why the entry refused to start the recipe (rank 0 writes it)
+HEARTBEATS = "heartbeats"  # rank{R}.json: each rank's phase, step and time, rewritten as it trains
+STACKS = "stacks"  # under logs/: rank{R}.txt, every thread's stack when the supervisor asked for it
+FAILURES = "failures"  # rank{R}.json: the recipe's exception and the step it was raised at
+HANG = "hang.json"  # which rank made no progress, for how long, where (the supervisor writes it)
 
 
 MAX_NAME = 100  # with the date and suffix a folder name stays far below the 255-byte limit
@@ -181,14 +185,17 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
+    """Readers see the old file or the new one, never a part. ``durable``: on disk before it
+    replaces the old one (a heartbeat, rewritten every second, need not be)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 would hide run records from teammates
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -208,8 +215,8 @@ def umask() -> int:
     return current
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
+def write_json(path: Path, data: Any, durable: bool = True) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n", durable)
 
 
 def read_json(path: Path) -> Any:
@@ -253,7 +260,7 @@ def completed_ranks(attempt_dir: Path) -> list[dict[str, Any]]:
     return [read_json(p) for p in sorted((attempt_dir / DONE).glob("rank*.json"))]
 
 
-ENDED = {"finished", "failed", "interrupted", "refused", "cancelled", "requeued", "preempted"}
+ENDED = {"finished", "failed", "hung", "interrupted", "refused", "cancelled", "requeued", "preempted"}
 
 
 """States an attempt is never in again: the verdict is recorded."""

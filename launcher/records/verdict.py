@@ -21,7 +21,7 @@ MARKER_WAIT_SECONDS = 30.0  # how long a node that exited cleanly waits for othe
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str  # finished | failed | interrupted | refused
+    state: str  # finished | failed | hung | interrupted | refused | preempted
     exit_code: int  # what the launcher should exit with
     message: str
     report: tuple[str, ...] = ()  # printed under the message: the failing rank's last lines, ...

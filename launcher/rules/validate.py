@@ -184,6 +184,10 @@ def argument_problems(spec: LaunchSpec) -> list[str]:
     return problems
 
 
+MIN_HANG_TIMEOUT = 10  # seconds
+MAX_RESTARTS = 100  # a bound, so no restart loop can run forever
+
+
 def scalar_problems(spec: LaunchSpec) -> list[str]:
     problems = []
     for flag, value in (
@@ -195,6 +199,15 @@ def scalar_problems(spec: LaunchSpec) -> list[str]:
     ):
         if value is not None and value < 1:
             problems.append(f"{flag} {value}: must be a positive integer")
+    if spec.faults.hang_timeout is not None and spec.faults.hang_timeout < MIN_HANG_TIMEOUT:
+        problems.append(
+            f"--hang-timeout {spec.faults.hang_timeout:g}: must be at least {MIN_HANG_TIMEOUT} seconds "
+            "(a rank's progress is written every step; below that a healthy step could look hung)"
+        )
+    if not 0 <= spec.faults.max_restarts <= MAX_RESTARTS:
+        problems.append(
+            f"--max-restarts {spec.faults.max_restarts}: must be 0 (never restart) to {MAX_RESTARTS}"
+        )
     if spec.max_grad_norm is not None and spec.max_grad_norm < 0:
         problems.append(f"--max-grad-norm {spec.max_grad_norm}: must be >= 0 (0 disables clipping)")
     return problems

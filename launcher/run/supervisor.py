@@ -32,6 +32,7 @@ from launcher.run.tree import (
     release_stop_signals,
     start_child,
 )
+from launcher.run.watchdog import DEFAULT_HANG_TIMEOUT, Watchdog
 
 CURRENT: subprocess.Popen[bytes] | None = None  # the node command being supervised, if any
 
@@ -56,6 +57,7 @@ class Watched:
     exit_code: int = 1
     shown: console.Console | None = None
     screen: console.Screen | None = None
+    hang: list[str] = dataclasses.field(default_factory=list)  # the watchdog's report, if it ended the node
 
 
 def supervise(
@@ -66,6 +68,7 @@ def supervise(
     node_rank: int,
     world_size: int,
     own_signals: bool,
+    hang_timeout: float = DEFAULT_HANG_TIMEOUT,
 ) -> Verdict:
     """Run one node's command to the end and judge it. With ``own_signals`` (a local launch),
     Ctrl-C / SIGTERM / SIGHUP end the whole tree and the pre-emption signal is passed to the ranks;
@@ -73,7 +76,8 @@ def supervise(
 
     The command starts with the pre-emption signal ignored, so torchrun's agent survives it; the
     ranks install their own handler (save at the next step boundary, then stop). The output is
-    copied by a thread, so the main thread can wait for the ranks while submitit checkpoints."""
+    copied by a thread, so the main thread can wait for the ranks while submitit checkpoints. A
+    watchdog ends the node when a rank stops making progress (``run/watchdog.py``)."""
     global CURRENT
     tree = ProcessTree()
     tree.become_subreaper()
@@ -90,7 +94,11 @@ def supervise(
         tree.watch()
         if own_signals:
             release_stop_signals()  # a signal held until now is handled here, the tree known
+        watchdog = Watchdog(attempt_dir, node_rank, hang_timeout, on_hang=tree.end_all)
+        watchdog.start()
         follow(proc, tree, log_path, attempt_dir, own_signals and sys.stdout.isatty(), interrupted, watched)
+        watchdog.stop()
+        watched.hang = watchdog.found
     finally:
         CURRENT = None
         if watched.screen is not None:
@@ -151,7 +159,11 @@ def conclude(
     summary, say it at the end of the node's log and record it."""
     shown = watched.shown
     verdict = judge(attempt_dir, node_rank, world_size, watched.exit_code, signum)
-    if verdict.state == "failed" and shown is not None:
+    if watched.hang and verdict.state == "failed":
+        stacks = attempt_dir / rundir.LOGS / rundir.STACKS
+        report = (*(f"  {line}" for line in watched.hang[1:]), f"  every rank's stack: {stacks}")
+        verdict = Verdict("hung", 1, f"hung: {watched.hang[0]}", report)
+    elif verdict.state == "failed" and shown is not None:
         verdict = dataclasses.replace(verdict, report=tuple(shown.failure_report(log_path)))
     summary = shown.warnings_summary() if shown is not None else None
     with open(log_path, "a") as log_end:  # the log says how it ended, too

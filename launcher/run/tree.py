@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from launcher.protocol import PREEMPTION_SIGNAL, STOP_SIGNALS, end_with_parent
+from launcher.protocol import PREEMPTION_SIGNAL, STACK_SIGNAL, STOP_SIGNALS, end_with_parent
 
 GRACE_SECONDS = 10.0
 
@@ -39,7 +39,7 @@ def start_child(parent: int) -> None:
     """In the node command before exec: end with the supervisor (checked after asking, as the
     supervisor may already be gone), take stop signals again, and ignore the pre-emption signal.
     An ignored signal stays ignored across exec (a handler would not), so accelerate's torchrun
-    agent ignores it while the ranks install their own handler."""
+    agent ignores it while the ranks install their own handler. The same for the stack signal."""
     end_with_parent()
     if os.getppid() != parent:
         os._exit(128 + signal.SIGTERM)
@@ -47,6 +47,7 @@ def start_child(parent: int) -> None:
         signal.signal(signum, signal.SIG_DFL)
     release_stop_signals()
     signal.signal(PREEMPTION_SIGNAL, signal.SIG_IGN)
+    signal.signal(STACK_SIGNAL, signal.SIG_IGN)  # meant for the ranks, which register their own
 
 
 class Interruption:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -87,6 +88,26 @@ class Checkpointing:
 
 
 @dataclass(frozen=True)
+class Faults:
+    """A rank that hangs or dies: the node supervisor finds it, and the run restarts by itself from
+    its latest complete checkpoint (``run/watchdog.py``, ``launcher/launch.py``)."""
+
+    hang_timeout: float | None = _opt(
+        "--hang-timeout",
+        "seconds a training step may make no progress on some rank before the run is ended as hung, "
+        "every rank's stack saved (default 300; it grows with the measured step time, and saves, "
+        "evaluation and the first step get 4x)",
+        metavar="SECONDS",
+    )
+    max_restarts: int = _opt(
+        "--max-restarts",
+        "restart a run whose rank hung, died or crashed, from its latest complete checkpoint, at most "
+        "this many times (default 2; 0: never). A recipe error raised at the same step twice is not retried",
+        default=2,
+    )
+
+
+@dataclass(frozen=True)
 class Slurm:
     """Where and how to queue the run; mapped to submitit's parameters in ``backends/slurm.py``."""
 
@@ -156,6 +177,7 @@ class LaunchSpec:
         settings=True,
     )
     checkpointing: Checkpointing = field(default_factory=Checkpointing)
+    faults: Faults = field(default_factory=Faults)
     slurm: Slurm = field(default_factory=Slurm)
     name: str | None = _opt("--name", "run name, used in the run folder's name (default: the recipe's)")
     runs_dir: str = _opt("--runs-dir", "where run folders are created", default="runs")
@@ -215,8 +237,9 @@ def _build(cls: type, data: Any, prefix: str, source: str, problems: list[str]) 
     for key, raw in data.items():
         f = by_name.get(str(key))
         if f is None:
-            valid = ", ".join(sorted(by_name))
-            problems.append(f"{source}: unknown key '{prefix}{clip(str(key))}'. Valid keys here: {valid}")
+            valid = textwrap.fill(", ".join(sorted(by_name)), 96, subsequent_indent="    ")
+            unknown = f"{prefix}{clip(str(key))}"
+            problems.append(f"{source}: unknown key '{unknown}'. Valid keys here:\n    {valid}")
             continue
         if is_section(f):
             section = typing.cast(type, f.default_factory)

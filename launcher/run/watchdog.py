@@ -1,0 +1,227 @@
+"""Finding a hung rank: the node supervisor reads its ranks' heartbeats (``rank/heartbeat.py``)
+and ends the node when one has not moved for longer than its phase allows.
+
+The rule (``allowance``), with T the hang timeout (``--hang-timeout``, default 300 s):
+- a training step: max(T, 10 x the slowest step this rank has made);
+- the first step, a save, an evaluation: max(4T, 10 x the slowest save or evaluation so far);
+- before the trainer starts (loading, dataset preparation, op builds): not watched. Those can
+  legitimately take an hour, and the process group's own timeout stays as the second line.
+
+Before ending the node, every rank is asked for its Python stack (``protocol.STACK_SIGNAL``); the
+report names the rank that stopped and where it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher import protocol
+from launcher.records import rundir
+from launcher.spec.decided import Resolved
+
+DEFAULT_HANG_TIMEOUT = 300.0
+STEP_FACTOR = 10  # a step may take this many times the slowest step seen
+LONG_FACTOR = 4  # the first step, a save or an evaluation get this many times T
+WATCHED = {"first step": "long", "training": "step", "saving": "long", "evaluating": "long"}
+POLL_SECONDS = 1.0
+STACK_WAIT_SECONDS = 3.0  # for the ranks to write their stacks
+
+
+@dataclass(frozen=True)
+class Beat:
+    rank: int
+    node: int
+    pid: int
+    phase: str
+    step: int | None
+    time: float
+    slowest_step: float = 0.0
+    slowest_long: float = 0.0
+
+    @classmethod
+    def read(cls, path: Path) -> Beat | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except (OSError, ValueError, TypeError, KeyError):
+            return None  # being replaced, or not written yet: the next poll reads it
+
+
+def hang_timeout(resolved: Resolved) -> float:
+    return resolved.spec.faults.hang_timeout or DEFAULT_HANG_TIMEOUT
+
+
+def allowance(beat: Beat, timeout: float) -> float | None:
+    """Seconds this rank may stay in its phase without a new heartbeat; None: not watched."""
+    kind = WATCHED.get(beat.phase)
+    if kind == "step":
+        return max(timeout, STEP_FACTOR * beat.slowest_step)
+    if kind == "long":
+        return max(LONG_FACTOR * timeout, STEP_FACTOR * beat.slowest_long)
+    return None
+
+
+@dataclass(frozen=True)
+class Hang:
+    """The rank that stopped first (the others usually wait for it inside a collective)."""
+
+    stuck: Beat
+    seconds: float
+    beats: tuple[Beat, ...]
+
+
+def overdue(
+    beats: list[Beat], timeout: float, now: float, states: Mapping[int, str | None] | None = None
+) -> Hang | None:
+    """Pure: the hang among these heartbeats, if any. The stuck rank is one whose process is stopped
+    or gone (``states``: pid -> process state), else the one that made the least progress (lowest
+    step, then oldest heartbeat); the others are usually waiting for it inside a collective."""
+    late = [b for b in beats if (limit := allowance(b, timeout)) is not None and now - b.time > limit]
+    if not late:
+        return None
+    states = states or {}
+    broken = [b for b in beats if states.get(b.pid, "running") in NOT_RUNNING]
+    stuck = min(broken or beats, key=lambda b: (b.step if b.step is not None else -1, b.time))
+    return Hang(stuck, now - stuck.time, tuple(beats))
+
+
+class Watchdog:
+    """A thread of the node supervisor: polls this node's heartbeats; on a hang, collects every
+    rank's stack, records ``hang.json`` and calls ``on_hang`` (which ends the node's tree)."""
+
+    def __init__(
+        self, attempt_dir: Path, node_rank: int, timeout: float, on_hang: Callable[[], None]
+    ) -> None:
+        self.attempt_dir, self.node_rank = attempt_dir, node_rank
+        self.timeout, self.on_hang = timeout, on_hang
+        self.found: list[str] = []  # the report, once a hang was found
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def beats(self) -> list[Beat]:
+        folder = self.attempt_dir / rundir.HEARTBEATS
+        found = [Beat.read(p) for p in sorted(folder.glob("rank*.json"))] if folder.is_dir() else []
+        return [b for b in found if b is not None and b.node == self.node_rank]
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            now = time.time()
+            beats = self.beats()
+            hang = overdue(beats, self.timeout, now, {b.pid: process_state(b.pid) for b in beats})
+            if hang is not None:
+                self.found = self.report(hang, detected=now)
+                self.on_hang()
+                return
+
+    def report(self, hang: Hang, detected: float) -> list[str]:
+        stacks = collect_stacks(self.attempt_dir, hang.beats)
+        lines = [describe(hang.stuck, hang.seconds, stacks.get(hang.stuck.rank), first=True)]
+        now = time.time()
+        lines += [
+            describe(b, now - b.time, stacks.get(b.rank), first=False)
+            for b in hang.beats
+            if b is not hang.stuck
+        ]
+        folder = self.attempt_dir / rundir.LOGS / rundir.STACKS
+        rundir.write_json(
+            self.attempt_dir / rundir.HANG,
+            {"rank": hang.stuck.rank, "node": hang.stuck.node, "step": hang.stuck.step,
+             "phase": hang.stuck.phase, "seconds": round(hang.seconds, 1), "timeout": self.timeout,
+             "detected": detected, "reported": time.time(), "lines": lines, "stacks": str(folder)},
+        )  # fmt: skip
+        return lines
+
+
+def collect_stacks(attempt_dir: Path, beats: tuple[Beat, ...]) -> dict[int, str | None]:
+    """Ask each rank for its stack; what each wrote, or None when it could not (a stopped process
+    handles no signal, a dead one has none)."""
+    folder = attempt_dir / rundir.LOGS / rundir.STACKS
+    sizes = {b.rank: _size(folder / f"rank{b.rank}.txt") for b in beats}
+    asked = []
+    for b in beats:
+        with contextlib.suppress(OSError):
+            os.kill(b.pid, protocol.STACK_SIGNAL)
+            asked.append(b)
+    time.sleep(STACK_WAIT_SECONDS if asked else 0)
+    out: dict[int, str | None] = {}
+    for b in beats:
+        path = folder / f"rank{b.rank}.txt"
+        with contextlib.suppress(OSError), open(path, errors="replace") as stream:
+            stream.seek(sizes[b.rank])
+            out[b.rank] = stream.read() or None
+        out.setdefault(b.rank, None)
+    return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def describe(beat: Beat, seconds: float, stack: str | None, first: bool) -> str:
+    """``rank 1 (node 0) made no progress for 62 s at step 15 (training): <where>``."""
+    step = f"step {beat.step}" if beat.step is not None else "its first step"
+    what = "made no progress" if first else "waited"
+    at = f"at {step} ({beat.phase})"
+    return f"rank {beat.rank} (node {beat.node}) {what} for {seconds:.0f} s {at}: {where(beat, stack)}"
+
+
+NOT_RUNNING = {"stopped", "tracing-stop", "zombie", "dead", None}
+
+
+def where(beat: Beat, stack: str | None) -> str:
+    state = process_state(beat.pid)
+    if state in ("stopped", "tracing-stop"):
+        return "the process is stopped (SIGSTOP, or a debugger holds it)"
+    if state in NOT_RUNNING:
+        return "the process is gone"
+    frame = innermost_frame(stack or "")
+    return f"in {frame}" if frame else f"no stack (the process is {state} and did not answer)"
+
+
+def process_state(pid: int) -> str | None:
+    import psutil
+
+    try:
+        return str(psutil.Process(pid).status())
+    except psutil.Error:
+        return None
+
+
+FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
+def innermost_frame(stack: str) -> str | None:
+    """From a faulthandler dump (most recent call first): the innermost frame of the deepest thread,
+    the one that trains (a data loader's or a logger's thread is shallow)."""
+    threads: list[list[re.Match[str]]] = []
+    for line in stack.splitlines():
+        if line.startswith(("Thread 0x", "Current thread 0x")):
+            threads.append([])
+        elif threads and (match := FRAME.match(line)):
+            threads[-1].append(match)
+    deepest = max(threads, key=len, default=[])
+    if not deepest:
+        return None
+    top = deepest[0]
+    return f"{top['func']} ({short_path(top['file'])}:{top['line']})"
+
+
+def short_path(path: str) -> str:
+    return path.split("site-packages/", 1)[-1]
