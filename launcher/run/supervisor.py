@@ -94,7 +94,7 @@ def supervise(
         tree.watch()
         if own_signals:
             release_stop_signals()  # a signal held until now is handled here, the tree known
-        watchdog = Watchdog(attempt_dir, node_rank, hang_timeout, on_hang=tree.end_all)
+        watchdog = Watchdog(attempt_dir, node_rank, hang_timeout, on_hang=tree.end_hung)
         watchdog.start()
         follow(proc, tree, log_path, attempt_dir, own_signals and sys.stdout.isatty(), interrupted, watched)
         watchdog.stop()

@@ -15,6 +15,7 @@ from typing import Any
 from launcher.protocol import PREEMPTION_SIGNAL, STACK_SIGNAL, STOP_SIGNALS, end_with_parent
 
 GRACE_SECONDS = 10.0
+HUNG_GRACE_SECONDS = 2.0  # a hung rank answers no SIGTERM: it is blocked in C, or stopped
 
 
 def defer_stop_signals() -> None:
@@ -141,10 +142,13 @@ class ProcessTree:
                 p.send_signal(signum)
         return procs
 
-    def end_all(self, signum: int = signal.SIGTERM) -> None:
+    def end_hung(self) -> None:
+        self.end_all(grace=HUNG_GRACE_SECONDS)
+
+    def end_all(self, signum: int = signal.SIGTERM, grace: float = GRACE_SECONDS) -> None:
         """Signal every live process of the tree, wait a grace period, then kill what is left."""
         procs = self.send(signum)
-        _, alive = self._psutil.wait_procs(procs, timeout=GRACE_SECONDS)
+        _, alive = self._psutil.wait_procs(procs, timeout=grace)
         for p in alive:
             with contextlib.suppress(self._psutil.Error):
                 p.kill()

@@ -153,10 +153,17 @@ def collect_stacks(attempt_dir: Path, beats: tuple[Beat, ...]) -> dict[int, str 
     sizes = {b.rank: _size(folder / f"rank{b.rank}.txt") for b in beats}
     asked = []
     for b in beats:
+        if process_state(b.pid) in NOT_RUNNING:
+            continue  # a stopped process handles no signal until it runs again
         with contextlib.suppress(OSError):
             os.kill(b.pid, protocol.STACK_SIGNAL)
             asked.append(b)
-    time.sleep(STACK_WAIT_SECONDS if asked else 0)
+    deadline = time.monotonic() + STACK_WAIT_SECONDS
+    while time.monotonic() < deadline and any(
+        _size(folder / f"rank{b.rank}.txt") <= sizes[b.rank] for b in asked
+    ):
+        time.sleep(0.1)
+    time.sleep(0.2 if asked else 0)  # the dump of the last thread may still be being written
     out: dict[int, str | None] = {}
     for b in beats:
         path = folder / f"rank{b.rank}.txt"
