@@ -7,7 +7,7 @@ Run: ``python bench/faults.py [--hang-timeout S]``. One launch of
 
 on the tiny model (2 CPU processes). At step 6 rank 1 is stopped (SIGSTOP: a rank stuck in a
 collective); in the restarted attempt, at its second new step, rank 1 is killed (SIGKILL: a rank
-that died). Each fault's detection is when the run folder says so (``hang.json``, or the attempt's
+that died). Each fault's detection is when the run folder says so (``hangs/node0.json``, or the attempt's
 verdict); each restart's first new step is the first record in the new attempt's ``metrics.jsonl``.
 The goals (issue 18): detection within the hang timeout + 5 s; fault to the next first step within
 1.2x a fresh start's time to its first step plus that detection.
@@ -101,7 +101,7 @@ def main() -> int:
         wait(lambda: step_reached(runs, 1, 6))
         os.kill(rank_pid(runs, 1, 1), signal.SIGSTOP)
         stopped = time.time()
-        hang = wait(lambda: read_json(attempt_dir(runs, 1) / "hang.json"))  # type: ignore[operator]
+        hang = wait(lambda: read_json(attempt_dir(runs, 1) / "hangs" / "node0.json"))  # type: ignore[operator]
         detected = float(hang["detected"]) - stopped
         resumed_at = resumed_step(runs, 2)
         hang_restart = wait(lambda: first_record_time(runs, 2, resumed_at)) - stopped

@@ -111,7 +111,7 @@ def test_the_watchdog_reports_a_rank_that_stopped_with_its_stack_and_the_others(
     assert (
         lines[1].startswith("rank 0 (node 0) waited for") and "waiting_in_a_collective (<string>:" in lines[1]
     )
-    assert rundir.read_json(tmp_path / rundir.HANG)["rank"] == 1
+    assert rundir.read_json(tmp_path / rundir.HANGS / "node0.json")["rank"] == 1
 
 
 def attempt(run: Path, number: int, state: str, restart: int | None = None, error: str | None = None) -> None:

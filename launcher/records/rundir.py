@@ -87,7 +87,7 @@ ENTRY_ERROR = "entry_error.txt"  # why the entry refused to start the recipe (ra
 HEARTBEATS = "heartbeats"  # rank{R}.json: each rank's phase, step and time, rewritten as it trains
 STACKS = "stacks"  # under logs/: rank{R}.txt, every thread's stack when the supervisor asked for it
 FAILURES = "failures"  # rank{R}.json: the recipe's exception and the step it was raised at
-HANG = "hang.json"  # which rank made no progress, for how long, where (the supervisor writes it)
+HANGS = "hangs"  # node{K}.json: which rank made no progress, for how long, where (K's supervisor)
 
 
 MAX_NAME = 100  # with the date and suffix a folder name stays far below the 255-byte limit

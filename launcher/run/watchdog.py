@@ -95,7 +95,7 @@ def overdue(
 
 class Watchdog:
     """A thread of the node supervisor: polls this node's heartbeats; on a hang, collects every
-    rank's stack, records ``hang.json`` and calls ``on_hang`` (which ends the node's tree)."""
+    rank's stack, records ``hangs/node{K}.json`` and calls ``on_hang`` (which ends the node's tree)."""
 
     def __init__(
         self, attempt_dir: Path, node_rank: int, timeout: float, on_hang: Callable[[], None]
@@ -137,8 +137,10 @@ class Watchdog:
             if b is not hang.stuck
         ]
         folder = self.attempt_dir / rundir.LOGS / rundir.STACKS
+        record = self.attempt_dir / rundir.HANGS / f"node{self.node_rank}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
         rundir.write_json(
-            self.attempt_dir / rundir.HANG,
+            record,
             {"rank": hang.stuck.rank, "node": hang.stuck.node, "step": hang.stuck.step,
              "phase": hang.stuck.phase, "seconds": round(hang.seconds, 1), "timeout": self.timeout,
              "detected": detected, "reported": time.time(), "lines": lines, "stacks": str(folder)},

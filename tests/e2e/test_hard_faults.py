@@ -88,7 +88,7 @@ def test_a_stopped_rank_then_a_killed_rank_the_run_restarts_each_time_and_finish
         os.kill(stopped, signal.SIGSTOP)
         stopped_at = time.time()
         wait_for(lambda: attempt_at_step(runs, 2, 1), 300)
-        hang = json.loads((first / rundir.HANG).read_text())
+        hang = json.loads((first / rundir.HANGS / "node0.json").read_text())
         found_after = hang["detected"] - stopped_at
         second = wait_for(lambda: attempt_at_step(runs, 2, 8), 300)
         os.kill(int(heartbeat(second, 1)["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
@@ -159,4 +159,4 @@ def test_a_save_slower_than_the_hang_timeout_is_not_a_hang(e2e_env: dict[str, st
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (attempt,) = list_runs(tmp_path / "runs")[-1].attempts
-    assert attempt.state == "finished" and not (attempt.path / rundir.HANG).exists()
+    assert attempt.state == "finished" and not (attempt.path / rundir.HANGS).exists()
