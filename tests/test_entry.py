@@ -15,7 +15,7 @@ from launcher.rank.guard import reconcile
 from launcher.render.trainer import render_trainer_overrides
 from launcher.rules.validate import validate
 from launcher.spec.decided import Resolved
-from launcher.spec.launchspec import Batch, LaunchSpec, Topology, Zero
+from launcher.spec.launchspec import Batch, Faults, LaunchSpec, Topology, Zero
 
 trl = pytest.importorskip("trl")
 
@@ -127,6 +127,19 @@ def test_offloaded_steps_run_the_fused_optimizer_unless_the_recipe_chose(
     untouched = trl.SFTConfig(use_cpu=True, optim="adamw_torch")
     as_rank(untouched, resolved(), tmp_path / "attempts" / "1")
     assert optim(untouched) == "adamw_torch"
+
+
+def test_a_long_hang_timeout_lengthens_the_process_group_timeout_unless_the_recipe_set_one(
+    tmp_path: Path, as_rank: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_wait = validate(LaunchSpec(topology=Topology(procs=2), faults=Faults(hang_timeout=900)))
+    default = trl.SFTConfig(use_cpu=True)
+    as_rank(default, long_wait, tmp_path / "attempts" / "1")
+    assert default.ddp_timeout == 3900
+    explicit = trl.SFTConfig(use_cpu=True, ddp_timeout=600)
+    as_rank(explicit, long_wait, tmp_path / "attempts" / "1")
+    assert explicit.ddp_timeout == 600
+    assert "the recipe's ddp_timeout='600' is kept; a collective may then time out" in capsys.readouterr().err
 
 
 def resumed_on_one_process(**typed: int) -> Resolved:

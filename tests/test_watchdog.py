@@ -180,3 +180,19 @@ def test_bad_fault_flags_are_refused_with_one_line(
     assert main(["--procs", "2", *flags, "--dry-run", "recipe.py"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("hang", "expected"), [(None, 1800), (300.0, 1800), (375.0, 1800), (900.0, 3900)])
+def test_the_process_group_waits_longer_than_the_watchdog(hang: float | None, expected: int) -> None:
+    """The second line of defence: gloo/NCCL give up only after the watchdog's longest allowance
+    (4T) and a margin, never before transformers' own 30 minutes; set on the trainer only when
+    that differs from its default, and on DeepSpeed's CPU process group by the entry."""
+    from launcher.render.trainer import render_trainer_overrides
+    from launcher.rules.validate import validate
+    from launcher.spec.faults import LONG_FACTOR, process_group_timeout
+    from launcher.spec.launchspec import Faults, LaunchSpec, Topology
+
+    spec = LaunchSpec(recipe="r.py", topology=Topology(procs=2), faults=Faults(hang_timeout=hang))
+    assert process_group_timeout(spec) == expected >= LONG_FACTOR * (hang or 300)
+    overrides = render_trainer_overrides(validate(spec))
+    assert overrides.get("ddp_timeout") == (expected if expected != 1800 else None)

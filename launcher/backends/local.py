@@ -19,8 +19,8 @@ from launcher.records import rundir
 from launcher.records.verdict import Verdict, record_verdict
 from launcher.render import Rendered, attempt_texts
 from launcher.run import supervisor
-from launcher.run.watchdog import hang_timeout
 from launcher.spec.decided import Resolved
+from launcher.spec.faults import hang_timeout
 
 NAME = "local"
 
@@ -87,7 +87,7 @@ def submit(the_plan: Plan) -> LocalJob:
         node_rank=0,
         world_size=the_plan.world_size,
         own_signals=True,
-        hang_timeout=hang_timeout(the_plan.resolved),
+        hang_timeout=hang_timeout(the_plan.resolved.spec),
     )
     record_verdict(attempt_dir, verdict)
     return LocalJob(verdict)

@@ -19,8 +19,8 @@ from launcher.backends.slurm_plan import NAME, plan
 from launcher.records import rundir
 from launcher.records.verdict import Verdict, record_verdict
 from launcher.run import rendezvous, supervisor
-from launcher.run.watchdog import hang_timeout
 from launcher.spec.decided import Resolved
+from launcher.spec.faults import hang_timeout
 
 SAVE_GRACE_SECONDS = 60.0  # of submitit's 90 s warning before the time limit, for the save
 FIRST_PORT, PORT_RANGE = 20000, 20000
@@ -138,7 +138,7 @@ class NodeTask:
             node_rank,
             the_plan.world_size,
             own_signals=False,
-            hang_timeout=hang_timeout(the_plan.resolved),
+            hang_timeout=hang_timeout(the_plan.resolved.spec),
         )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

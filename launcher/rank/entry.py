@@ -11,6 +11,7 @@ per rank tells the launcher that training finished, whatever the exit code at sh
 
 from __future__ import annotations
 
+import datetime
 import gc
 import os
 import runpy
@@ -29,6 +30,7 @@ from launcher.rank.recorder import install_recorder, rank, say_phase
 from launcher.records import rundir
 from launcher.render import DECIDED_FILE, TRAINER_FILE
 from launcher.spec.decided import Resolved
+from launcher.spec.faults import process_group_timeout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,7 +124,8 @@ def init_deepspeed_on_cpu(resolved: Resolved) -> None:
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        deepspeed.init_distributed(dist_backend="gloo")
+        seconds = process_group_timeout(resolved.spec)
+        deepspeed.init_distributed(dist_backend="gloo", timeout=datetime.timedelta(seconds=seconds))
 
 
 def freeze_the_libraries() -> None:

@@ -122,11 +122,16 @@ def announce_replaced(key: str, have: Any, want: Any, resolved: Resolved) -> Non
 
 def keep_recipes_choice(key: str, have: Any, want: Any) -> None:
     """ftlaunch's preference gives way to the recipe's explicit choice; rank 0 says what it costs."""
+    cost = {
+        "optim": f"with optimizer offload the step runs on the CPU, where {want!r} measured about 3x "
+        "faster than torch's for-loop AdamW (bench/offload_step.py); drop it from the recipe to get "
+        "the faster one",
+        "ddp_timeout": f"a collective may then time out before ftlaunch's hang watchdog acts (it keeps "
+        f"every rank's stack); drop it from the recipe to get {want!r} s from --hang-timeout",
+    }
     if rank() == 0:
         print(
-            f"ftlaunch: the recipe's {key}={str(getattr(have, 'value', have))!r} is kept; with optimizer "
-            f"offload the step runs on the CPU, where {want!r} measured about 3x faster than torch's "
-            "for-loop AdamW (bench/offload_step.py); drop it from the recipe to get the faster one",
+            f"ftlaunch: the recipe's {key}={str(getattr(have, 'value', have))!r} is kept; {cost[key]}",
             file=sys.stderr,
             flush=True,
         )

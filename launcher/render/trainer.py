@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from launcher.spec.faults import TRAINER_PG_TIMEOUT, process_group_timeout
+
 if TYPE_CHECKING:
     from launcher.spec.decided import Resolved
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 OFFLOAD_OPTIMIZER = "adamw_torch_fused"
 
 
-PREFERRED = ("optim",)
+PREFERRED = ("optim", "ddp_timeout")
 
 
 def render_trainer_overrides(resolved: Resolved) -> dict[str, Any]:
@@ -44,4 +46,6 @@ def render_trainer_overrides(resolved: Resolved) -> dict[str, Any]:
         overrides["use_cpu"] = True
     if spec.zero.offload_optimizer != "none":
         overrides["optim"] = OFFLOAD_OPTIMIZER
+    if process_group_timeout(spec) != TRAINER_PG_TIMEOUT:  # a long --hang-timeout: the watchdog acts first
+        overrides["ddp_timeout"] = process_group_timeout(spec)
     return overrides

@@ -32,7 +32,8 @@ from launcher.run.tree import (
     release_stop_signals,
     start_child,
 )
-from launcher.run.watchdog import DEFAULT_HANG_TIMEOUT, Watchdog
+from launcher.run.watchdog import Watchdog
+from launcher.spec.faults import DEFAULT_HANG_TIMEOUT
 
 CURRENT: subprocess.Popen[bytes] | None = None  # the node command being supervised, if any
 

@@ -1,7 +1,8 @@
 """Finding a hung rank: the node supervisor reads its ranks' heartbeats (``rank/heartbeat.py``)
 and ends the node when one has not moved for longer than its phase allows.
 
-The rule (``allowance``), with T the hang timeout (``--hang-timeout``, default 300 s):
+The rule (``allowance``, its numbers in ``spec/faults.py``), with T the hang timeout
+(``--hang-timeout``, default 300 s):
 - a training step: max(T, 10 x the slowest step this rank has made);
 - the first step, a save, an evaluation: max(4T, 10 x the slowest save or evaluation so far);
 - before the trainer starts (loading, dataset preparation, op builds): not watched. Those can
@@ -25,11 +26,8 @@ from pathlib import Path
 
 from launcher import protocol
 from launcher.records import rundir
-from launcher.spec.decided import Resolved
+from launcher.spec.faults import LONG_FACTOR, STEP_FACTOR
 
-DEFAULT_HANG_TIMEOUT = 300.0
-STEP_FACTOR = 10  # a step may take this many times the slowest step seen
-LONG_FACTOR = 4  # the first step, a save or an evaluation get this many times T
 WATCHED = {"first step": "long", "training": "step", "saving": "long", "evaluating": "long"}
 POLL_SECONDS = 1.0
 STACK_WAIT_SECONDS = 3.0  # for the ranks to write their stacks
@@ -53,10 +51,6 @@ class Beat:
             return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         except (OSError, ValueError, TypeError, KeyError):
             return None  # being replaced, or not written yet: the next poll reads it
-
-
-def hang_timeout(resolved: Resolved) -> float:
-    return resolved.spec.faults.hang_timeout or DEFAULT_HANG_TIMEOUT
 
 
 def allowance(beat: Beat, timeout: float) -> float | None:
