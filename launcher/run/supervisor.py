@@ -89,18 +89,18 @@ def supervise(
         return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
     watched = Watched()
     log_path = attempt_dir / rundir.LOGS / f"node{node_rank}.log"
+    watchdog = Watchdog(attempt_dir, node_rank, hang_timeout, on_hang=tree.end_hung)
     try:
         proc = spawn(argv, env, cwd)
         CURRENT = proc
         tree.watch()
         if own_signals:
             release_stop_signals()  # a signal held until now is handled here, the tree known
-        watchdog = Watchdog(attempt_dir, node_rank, hang_timeout, on_hang=tree.end_hung)
         watchdog.start()
         follow(proc, tree, log_path, attempt_dir, own_signals and sys.stdout.isatty(), interrupted, watched)
-        watchdog.stop()
         watched.hang = watchdog.found
     finally:
+        watchdog.stop()
         CURRENT = None
         if watched.screen is not None:
             watched.screen.stop()
