@@ -288,6 +288,7 @@ def test_the_types_table_agrees_with_deepspeed() -> None:
         named = [
             n for n in dir(constants) if getattr(constants, n) == name and hasattr(constants, f"{n}_DEFAULT")
         ]
+        assert named, f"{key}: no DeepSpeed constant with a default names it, so nothing checks its type"
         defaults = [getattr(constants, f"{n}_DEFAULT") for n in named]
         assert all(d is None or type(d) is kind for d in defaults), (key, defaults)
         if None in defaults:
