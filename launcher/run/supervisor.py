@@ -84,6 +84,9 @@ def supervise(
     tree.become_subreaper()
     interrupted = forward_signals(tree) if own_signals else Interruption()
     early = pending_stop_signal() if own_signals else None
+    # A library's thread (torch's, started before the signals were held) may have taken the signal
+    # already: then it is not pending, but its handler has run.
+    early = early if early is not None else interrupted.signum
     if early is not None:
         release_stop_signals()
         return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
@@ -96,6 +99,8 @@ def supervise(
         tree.watch()
         if own_signals:
             release_stop_signals()  # a signal held until now is handled here, the tree known
+        if interrupted.is_set():  # handled between the check above and the spawn: nothing was ended
+            threading.Thread(target=tree.end_all, daemon=True).start()
         watchdog.start()
         follow(proc, tree, log_path, attempt_dir, own_signals and sys.stdout.isatty(), interrupted, watched)
         watched.hang = watchdog.found
