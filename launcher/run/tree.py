@@ -76,15 +76,17 @@ def forward_signals(tree: ProcessTree) -> Interruption:
         if interrupted.is_set():
             return
         interrupted.signum = signum
-        with contextlib.suppress(OSError):
+        # SIGTERM whatever arrived: torchrun treats it like SIGINT, and a process still importing
+        # ends quietly instead of printing a KeyboardInterrupt traceback into the console. Started
+        # before the message: a print that fails here (a closed stream, or stderr in the middle of
+        # another write: "reentrant call") must not keep the tree from being ended.
+        threading.Thread(target=tree.end_all, daemon=True).start()
+        with contextlib.suppress(OSError, RuntimeError):
             name = signal.Signals(signum).name
             print(
                 f"\nftlaunch: got {name}; stopping all processes (their last output: the run's logs/)",
                 file=sys.stderr,
             )
-        # SIGTERM whatever arrived: torchrun treats it like SIGINT, and a process still importing
-        # ends quietly instead of printing a KeyboardInterrupt traceback into the console.
-        threading.Thread(target=tree.end_all, daemon=True).start()
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
