@@ -151,12 +151,10 @@ def follow(job: Job, the_plan: Plan, wait: bool) -> int:
         )
         return 0
     code = job.wait()
-    latest = runs.read_run(the_plan.run_dir).latest
-    status = latest.status if latest else {}
-    print(
-        f"ftlaunch: {status.get('message', status.get('state'))}. Run folder: {the_plan.run_dir}",
-        file=sys.stderr,
-    )
+    run = runs.read_run(the_plan.run_dir)
+    status = run.latest.status if run.latest else {}
+    said = "cancelled" if run.run.get("cancelled") else status.get("message", status.get("state"))
+    print(f"ftlaunch: {said}. Run folder: {the_plan.run_dir}", file=sys.stderr)
     for line in job.report():
         print(line, file=sys.stderr)
     return code

@@ -3,6 +3,7 @@ real thing (a stopped rank, a killed one, a recipe error, a slow save) is in e2e
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -196,3 +197,34 @@ def test_the_process_group_waits_longer_than_the_watchdog(hang: float | None, ex
     assert process_group_timeout(spec) == expected >= LONG_FACTOR * (hang or 300)
     overrides = render_trainer_overrides(validate(spec))
     assert overrides.get("ddp_timeout") == (expected if expected != 1800 else None)
+
+
+def test_with_other_nodes_a_merely_waiting_node_lets_the_culprits_node_act_first(tmp_path: Path) -> None:
+    """Patience (``run/supervisor.py`` sets it on multi-node runs): a hang whose ranks here are all
+    alive is acted on ``patience`` seconds late; one with a dead or stopped rank at once."""
+    folder = tmp_path / rundir.HEARTBEATS
+    folder.mkdir()
+
+    def write(pid: int, age: float) -> None:
+        record = {"rank": 0, "node": 0, "pid": pid, "phase": "training", "step": 3, "time": time.time() - age}
+        rundir.write_json(folder / "rank0.json", record)
+
+    ignores_stack_signal = (
+        "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); time.sleep(60)"
+    )
+    alive = subprocess.Popen([sys.executable, "-c", ignores_stack_signal])
+    for pid, fired_at_once in ((alive.pid, False), (2**22 + 7, True)):  # a rank waiting, a rank gone
+        write(pid, age=T + 1)
+        ended: list[float] = []
+        dog = Watchdog(tmp_path, 0, T, on_hang=functools.partial(ended.append, 0.0), patience=5.0)
+        dog.start()
+        time.sleep(2.5)
+        assert bool(ended) == fired_at_once, pid
+        write(pid, age=T + 6)
+        deadline = time.monotonic() + 6  # the poll, then the stacks it asks for (3 s at most)
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.1)
+        dog.stop()
+        assert len(ended) == 1, pid
+    alive.kill()
+    alive.wait()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from launcher.backends.base import Plan
-from launcher.backends.slurm_node import NodeTask
+from launcher.backends.slurm_node import NodeTask, cancelled
 from launcher.backends.slurm_plan import NAME as NAME  # the Backend protocol: slurm.NAME
 from launcher.backends.slurm_plan import plan as plan  # the Backend protocol: slurm.plan
 from launcher.backends.slurm_plan import submitit_folder
@@ -56,11 +56,12 @@ class SlurmJob:
         return []
 
     def wait(self) -> int:
-        """Follow the first node's log of the newest attempt on the console until the job ends.
-        Ctrl-C stops following only: the job is the cluster's now, and ``cancel`` stops it."""
+        """Follow the first node's log of the newest attempt on the console until the job ends or
+        is cancelled (then at once: SLURM may take a while to end its tasks, and they record no
+        verdict). Ctrl-C stops following only: the job is the cluster's now; ``cancel`` stops it."""
         follower = LogFollower(self.run_dir)
         try:
-            while not self.job.done(force_check=True):
+            while not self.job.done(force_check=True) and not cancelled(self.run_dir):
                 follower.print_new()
                 time.sleep(2)
         except KeyboardInterrupt:
@@ -76,6 +77,8 @@ class SlurmJob:
 
 
 def outcome(run_dir: Path, slurm_state: str) -> int:
+    if cancelled(run_dir):
+        return 130  # stopped by the user, as Ctrl-C on a local run
     latest = rundir.latest_attempt(run_dir)
     status = rundir.read_json(latest / rundir.STATUS) if latest and (latest / rundir.STATUS).exists() else {}
     if "exit_code" in status:

@@ -1,11 +1,13 @@
 """What runs on each SLURM node (``NodeTask``, pickled by submitit): plan the attempt, meet the
-other nodes at the head, supervise this node's ranks, then requeue on pre-emption or record the
-verdict. A requeued job continues from the latest complete checkpoint by itself."""
+other nodes at the head, supervise this node's ranks while the nodes' link watches the others, then
+record the verdict and requeue: on pre-emption, and after a failed or hung attempt while
+``--max-restarts`` allows. A requeued job continues from the latest complete checkpoint by itself."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -17,8 +19,10 @@ from launcher.backends.base import Plan, rendered_for
 from launcher.backends.slurm_jobs import requeue
 from launcher.backends.slurm_plan import NAME, plan
 from launcher.records import rundir
+from launcher.records.restarts import Restart, restart_after
 from launcher.records.verdict import Verdict, record_verdict
 from launcher.run import rendezvous, supervisor
+from launcher.run.nodelink import Link
 from launcher.spec.decided import Resolved
 from launcher.spec.faults import hang_timeout
 
@@ -33,6 +37,11 @@ def port_for(job_id: str) -> int:
 
 
 # ---------------------------------------------------------------- on the nodes
+
+
+def cancelled(run_dir: Path) -> bool:
+    """``ftlaunch cancel`` says so in the run's record before it asks SLURM."""
+    return bool(rundir.read_json_quiet(run_dir / rundir.RUN).get("cancelled"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class NodeTask:
         attempt_dir = rundir.write_attempt(self.run_dir, attempt, the_plan.files())
         head = os.environ.get("FTLAUNCH_HEAD_ADDR") or hosts[0]
         port = port_for(str(job.raw_job_id))
+        restart = self.restart_before(attempt) if attempt > self.first_attempt else None
         if node_rank == 0:
             from launcher.machine import envreport
 
@@ -74,10 +84,15 @@ class NodeTask:
                 started=time.time(),
                 world_size=the_plan.world_size,
                 head=f"{head}:{port}",
+                **({"restart": restart.number, "cause": restart.cause} if restart else {}),
             )
-        verdict = self.run_node(the_plan, attempt_dir, node_rank, hosts, head, port, started)
-        if node_rank == 0:
+        link = Link(node_rank, hosts, {})
+        verdict = self.run_node(the_plan, attempt_dir, node_rank, hosts, head, port, started, link)
+        records = node_rank == 0 or (node_rank == 1 and link.head_lost())  # the head could not
+        if records:
             record_verdict(attempt_dir, verdict)
+            if self.requeue_after(verdict, attempt, str(job.job_id)):
+                return "requeued"
         if verdict.state == "preempted":
             if node_rank == 0 and "time limit" in verdict.message:
                 requeue(str(job.job_id))  # stopped before the limit by itself: no signal, no submitit
@@ -103,6 +118,42 @@ class NodeTask:
             print(f"ftlaunch: {warning}", file=sys.stderr)
         return resolved
 
+    def restarts_allowed(self) -> int:
+        return 0 if self.resolved.spec.slurm.no_requeue else self.resolved.spec.faults.max_restarts
+
+    def restart_before(self, attempt: int) -> Restart | None:
+        """The restart this attempt is (the one before it failed or hung), as the node that requeued
+        the job decided it; None after a pre-emption or a time limit."""
+        return restart_after(self.run_dir, attempt - 1, self.restarts_allowed())[0]
+
+    def requeue_after(self, verdict: Verdict, attempt: int, job_id: str) -> bool:
+        """After a failed or hung attempt: requeue the job (every node restarts, from the latest
+        complete checkpoint) while ``--max-restarts`` allows; said on the console either way."""
+        if verdict.state not in ("failed", "hung") or cancelled(self.run_dir):
+            return False
+        allowed = self.restarts_allowed()
+        restart, why_not = restart_after(self.run_dir, attempt, allowed)
+        if restart is None:
+            why_not = "not requeued (--no-requeue)" if self.resolved.spec.slurm.no_requeue else why_not
+            print(f"ftlaunch: {why_not}", file=sys.stderr, flush=True)
+            return False
+        print(
+            f"ftlaunch: requeueing job {job_id}: restart {restart.number}/{allowed} after {restart.cause}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            requeue(job_id)
+        except (OSError, subprocess.SubprocessError) as err:
+            print(
+                f"ftlaunch: scontrol requeue {job_id} failed ({err}); "
+                f"continue with: ftlaunch resume {self.run_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        return True
+
     def attempt(self) -> int:
         """Each requeue of the job is the next attempt; SLURM counts them for us."""
         return self.first_attempt + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
@@ -116,10 +167,11 @@ class NodeTask:
         head: str,
         port: int,
         started: float,
+        link: Link,
     ) -> Verdict:
         timeout = float(os.environ.get("FTLAUNCH_PREFLIGHT_TIMEOUT", rendezvous.DEFAULT_TIMEOUT))
         try:
-            rendezvous.barrier(node_rank, hosts, head, port + 1, timeout)
+            link.join(rendezvous.barrier(node_rank, hosts, head, port + 1, timeout))
         except rendezvous.PreflightError as err:
             print(str(err), file=sys.stderr, flush=True)
             with open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "a") as log:
@@ -130,16 +182,22 @@ class NodeTask:
         if limit:  # the ranks save and stop while a step and a save still fit (rank/saving.py)
             env[protocol.DEADLINE_ENV] = str(started + int(limit) * 60)
         argv = the_plan.node_argv(node_rank, head, port)
-        return supervisor.supervise(
-            argv,
-            env,
-            the_plan.cwd,
-            attempt_dir,
-            node_rank,
-            the_plan.world_size,
-            own_signals=False,
-            hang_timeout=hang_timeout(the_plan.resolved.spec),
-        )
+        verdict = Verdict("failed", 1, "ftlaunch's node task ended before its ranks")
+        try:
+            verdict = supervisor.supervise(
+                argv,
+                env,
+                the_plan.cwd,
+                attempt_dir,
+                node_rank,
+                the_plan.world_size,
+                own_signals=False,
+                hang_timeout=hang_timeout(the_plan.resolved.spec),
+                link=link if len(hosts) > 1 else None,
+            )
+        finally:  # also when submitit's pre-emption handler ends the task: the others hear it
+            link.end(verdict.state, verdict.message)
+        return verdict
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit (first node only) on pre-emption or time-out, after SLURM signalled

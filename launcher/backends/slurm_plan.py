@@ -26,6 +26,7 @@ PARAMETERS = {
     "account": "account",
     "qos": "qos",
     "constraint": "constraint",
+    "exclude": "exclude",
     "cpus_per_task": "cpus_per_task",
     "exclusive": "exclusive",
     "setup": "setup",

@@ -40,9 +40,10 @@ def cancel_slurm(run: runs.RunInfo) -> int:
     if not live:
         print(f"ftlaunch: {run.path.name} has no queued or running SLURM job; nothing to cancel")
         return 0
+    # Recorded first: a node that sees its ranks end must not take the cancel for a fault to requeue.
+    rundir.update_json(run.path / rundir.RUN, cancelled=True, cancelled_at=time.time())
     for job in live:
         slurm_jobs.cancel(run.path, job)
-    rundir.update_json(run.path / rundir.RUN, cancelled=True, cancelled_at=time.time())
     print(f"ftlaunch: cancelled SLURM job {', '.join(live)} of {run.path.name}")
     return 0
 

@@ -41,11 +41,17 @@ def record_node(attempt_dir: Path, node_rank: int, exit_code: int, verdict: Verd
 
 
 def judge(
-    attempt_dir: Path, node_rank: int, world_size: int, exit_code: int, stopped_by: int | None = None
+    attempt_dir: Path,
+    node_rank: int,
+    world_size: int,
+    exit_code: int,
+    stopped_by: int | None = None,
+    cut_short: bool = False,
 ) -> Verdict:
     """Finished means every rank wrote its completion marker; the exit code alone is not trusted
-    (DeepSpeed on CPU sometimes aborts at shutdown after training finished)."""
-    clean = exit_code == 0 and stopped_by is None
+    (DeepSpeed on CPU sometimes aborts at shutdown after training finished). ``cut_short``: the
+    supervisor ended the ranks itself (a hang, another node's end), so no marker is awaited."""
+    clean = exit_code == 0 and stopped_by is None and not cut_short
     done = wait_for_markers(attempt_dir, world_size) if clean else rundir.completed_ranks(attempt_dir)
     if len(done) == world_size:
         preempted = attempt_dir / rundir.PREEMPTED

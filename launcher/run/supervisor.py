@@ -33,6 +33,9 @@ from launcher.run.tree import (
     start_child,
 )
 from launcher.run.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from launcher.run.nodelink import Link, PeerEnd
 from launcher.spec.faults import DEFAULT_HANG_TIMEOUT
 
 CURRENT: subprocess.Popen[bytes] | None = None  # the node command being supervised, if any
@@ -59,6 +62,7 @@ class Watched:
     shown: console.Console | None = None
     screen: console.Screen | None = None
     hang: list[str] = dataclasses.field(default_factory=list)  # the watchdog's report, if it ended the node
+    peer: PeerEnd | None = None  # the other node that ended badly, if that ended this one
 
 
 def supervise(
@@ -70,6 +74,7 @@ def supervise(
     world_size: int,
     own_signals: bool,
     hang_timeout: float = DEFAULT_HANG_TIMEOUT,
+    link: Link | None = None,
 ) -> Verdict:
     """Run one node's command to the end and judge it. With ``own_signals`` (a local launch),
     Ctrl-C / SIGTERM / SIGHUP end the whole tree and the pre-emption signal is passed to the ranks;
@@ -78,21 +83,19 @@ def supervise(
     The command starts with the pre-emption signal ignored, so torchrun's agent survives it; the
     ranks install their own handler (save at the next step boundary, then stop). The output is
     copied by a thread, so the main thread can wait for the ranks while submitit checkpoints. A
-    watchdog ends the node when a rank stops making progress (``run/watchdog.py``)."""
+    watchdog ends the node when a rank stops making progress (``run/watchdog.py``), and the nodes'
+    ``link`` when another node died or ended badly (``run/nodelink.py``)."""
     global CURRENT
     tree = ProcessTree()
     tree.become_subreaper()
     interrupted = forward_signals(tree) if own_signals else Interruption()
-    early = pending_stop_signal() if own_signals else None
-    # A library's thread (torch's, started before the signals were held) may have taken the signal
-    # already: then it is not pending, but its handler has run.
-    early = early if early is not None else interrupted.signum
+    early = stopped_early(interrupted) if own_signals else None
     if early is not None:
-        release_stop_signals()
         return record_node(attempt_dir, node_rank, 128 + early, interrupted_before_start(early))
     watched = Watched()
     log_path = attempt_dir / rundir.LOGS / f"node{node_rank}.log"
-    watchdog = Watchdog(attempt_dir, node_rank, hang_timeout, on_hang=tree.end_hung)
+    patience = PEER_PATIENCE_SECONDS if link is not None else 0.0
+    watchdog = Watchdog(attempt_dir, node_rank, hang_timeout, tree.end_hung, patience)
     try:
         proc = spawn(argv, env, cwd)
         CURRENT = proc
@@ -101,7 +104,7 @@ def supervise(
             release_stop_signals()  # a signal held until now is handled here, the tree known
         if interrupted.is_set():  # handled between the check above and the spawn: nothing was ended
             threading.Thread(target=tree.end_all, daemon=True).start()
-        watchdog.start()
+        watch_the_others(watchdog, link, node_rank, tree, watched)
         follow(proc, tree, log_path, attempt_dir, own_signals and sys.stdout.isatty(), interrupted, watched)
         watched.hang = watchdog.found
     finally:
@@ -111,6 +114,43 @@ def supervise(
             watched.screen.stop()
         tree.end_all()  # also when submitit's pre-emption handler raises SystemExit in here
     return conclude(attempt_dir, node_rank, world_size, watched, interrupted.signum, log_path)
+
+
+def stopped_early(interrupted: Interruption) -> int | None:
+    """A stop signal held since the run folder was made, or one a library's thread (torch's, started
+    before the signals were held) took already: then it is not pending, but its handler has run."""
+    early = pending_stop_signal()
+    early = early if early is not None else interrupted.signum
+    if early is not None:
+        release_stop_signals()
+    return early
+
+
+PEER_PATIENCE_SECONDS = 10.0  # a node whose ranks merely wait lets the culprit's node speak first
+
+
+def watch_the_others(
+    watchdog: Watchdog, link: Link | None, node_rank: int, tree: ProcessTree, watched: Watched
+) -> None:
+    """This node's ranks (the watchdog) and, with other nodes, the link to them."""
+    watchdog.start()
+    if link is not None:
+        link.watch(lambda end: end_for_peer(end, node_rank, watchdog, tree, watched))
+
+
+def end_for_peer(
+    end: PeerEnd, node_rank: int, watchdog: Watchdog, tree: ProcessTree, watched: Watched
+) -> None:
+    """Another node died or ended badly: this node's ranks would only wait for it inside a
+    collective until gloo's or NCCL's timeout. Save where they wait, then end them now."""
+    watched.peer = end
+    print(
+        f"ftlaunch: node {node_rank}: {end.describe()}; ending this node's processes",
+        file=sys.stderr,
+        flush=True,
+    )
+    watchdog.dump_stacks()
+    tree.end_hung()
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes]:
@@ -164,8 +204,11 @@ def conclude(
     """Judge the node from the ranks' markers, add the failing rank's last words and the warnings
     summary, say it at the end of the node's log and record it."""
     shown = watched.shown
-    verdict = judge(attempt_dir, node_rank, world_size, watched.exit_code, signum)
-    if watched.hang and verdict.state == "failed":
+    cut_short = watched.peer is not None or bool(watched.hang)
+    verdict = judge(attempt_dir, node_rank, world_size, watched.exit_code, signum, cut_short)
+    if watched.peer is not None and not watched.hang and verdict.state in ("failed", "interrupted"):
+        verdict = for_peer(attempt_dir, watched.peer)
+    elif watched.hang and verdict.state == "failed":
         stacks = attempt_dir / rundir.LOGS / rundir.STACKS
         report = (*(f"  {line}" for line in watched.hang[1:]), f"  every rank's stack: {stacks}")
         verdict = Verdict("hung", 1, f"hung: {watched.hang[0]}", report)
@@ -177,6 +220,29 @@ def conclude(
     if summary is not None:
         verdict = dataclasses.replace(verdict, report=(*verdict.report, f"  {summary}"))
     return record_node(attempt_dir, node_rank, watched.exit_code, verdict)
+
+
+def for_peer(attempt_dir: Path, end: PeerEnd) -> Verdict:
+    """This node was ended because of another: the verdict names that node and what it said."""
+    if end.state == "lost":
+        return Verdict(
+            "failed",
+            1,
+            f"failed: {end.describe()}",
+            (f"  its log: {attempt_dir / rundir.LOGS}/node{end.node}.log",),
+        )
+    said = rundir.read_json_quiet(attempt_dir / rundir.HANGS / f"node{end.node}.json")
+    report = [f"  {line}" for line in said.get("lines", [])[1:]] if end.state == "hung" else []
+    report.append(f"  node {end.node}'s log: {attempt_dir / rundir.LOGS}/node{end.node}.log")
+    if end.state == "hung":
+        report.append(f"  every rank's stack: {attempt_dir / rundir.LOGS / rundir.STACKS}")
+    state = "hung" if end.state == "hung" else "failed"
+    return Verdict(
+        state,
+        1,
+        end.describe(),
+        tuple(report),
+    )
 
 
 def stream(source: IO[bytes] | None, log: IO[bytes], shown: console.Console) -> None:

@@ -70,6 +70,7 @@ class Hang:
     stuck: Beat
     seconds: float
     beats: tuple[Beat, ...]
+    broken: bool = False  # the stuck rank's process is stopped or gone (not merely waiting)
 
 
 def overdue(
@@ -84,18 +85,27 @@ def overdue(
     states = states or {}
     broken = [b for b in beats if states.get(b.pid, "running") in NOT_RUNNING]
     stuck = min(broken or beats, key=lambda b: (b.step if b.step is not None else -1, b.time))
-    return Hang(stuck, now - stuck.time, tuple(beats))
+    return Hang(stuck, now - stuck.time, tuple(beats), broken=bool(broken))
 
 
 class Watchdog:
     """A thread of the node supervisor: polls this node's heartbeats; on a hang, collects every
-    rank's stack, records ``hangs/node{K}.json`` and calls ``on_hang`` (which ends the node's tree)."""
+    rank's stack, records ``hangs/node{K}.json`` and calls ``on_hang`` (which ends the node's tree).
+
+    With other nodes (``patience`` > 0), a hang whose ranks here are all running (waiting inside a
+    collective) is acted on ``patience`` seconds later than one with a stopped or dead rank: the
+    node that holds the culprit finds it first and tells the others over the link."""
 
     def __init__(
-        self, attempt_dir: Path, node_rank: int, timeout: float, on_hang: Callable[[], None]
+        self,
+        attempt_dir: Path,
+        node_rank: int,
+        timeout: float,
+        on_hang: Callable[[], None],
+        patience: float = 0.0,
     ) -> None:
         self.attempt_dir, self.node_rank = attempt_dir, node_rank
-        self.timeout, self.on_hang = timeout, on_hang
+        self.timeout, self.on_hang, self.patience = timeout, on_hang, patience
         self.found: list[str] = []  # the report, once a hang was found
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -116,10 +126,18 @@ class Watchdog:
             now = time.time()
             beats = self.beats()
             hang = overdue(beats, self.timeout, now, {b.pid: process_state(b.pid) for b in beats})
-            if hang is not None:
+            if hang is not None and not hang.broken and self.patience:
+                limit = allowance(hang.stuck, self.timeout) or 0.0
+                hang = hang if hang.seconds > limit + self.patience else None
+            if hang is not None and not self._stop.is_set():
                 self.found = self.report(hang, detected=now)
                 self.on_hang()
                 return
+
+    def dump_stacks(self) -> None:
+        """Every rank's stack on this node, into logs/stacks/, while it is ended for another node."""
+        self.stop()
+        collect_stacks(self.attempt_dir, tuple(self.beats()))
 
     def report(self, hang: Hang, detected: float) -> list[str]:
         stacks = collect_stacks(self.attempt_dir, hang.beats)

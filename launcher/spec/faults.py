@@ -30,11 +30,16 @@ def process_group_timeout(spec: LaunchSpec) -> int:
 
 def describe(spec: LaunchSpec) -> str:
     t = hang_timeout(spec)
-    restarts = spec.faults.max_restarts
+    slurm = spec.slurm.enabled
+    restarts = 0 if slurm and spec.slurm.no_requeue else spec.faults.max_restarts
+    again = "the job requeues itself " if slurm else "it restarts "
+    go_on = (
+        f"{again}up to {restarts} time(s), from the latest complete checkpoint" if restarts else "no restart"
+    )
     return (
         f"a rank making no progress for {t:g} s in a step ({LONG_FACTOR * t:g} s in the first step, a "
-        f"save or an evaluation; more once slower ones are measured) ends the attempt; "
-        f"{f'up to {restarts} restart(s) from the latest complete checkpoint' if restarts else 'no restart'}"
-        "; "
+        f"save or an evaluation; more once slower ones are measured) ends the attempt"
+        f"{'; a node that dies or ends badly ends the others within seconds' if slurm else ''}; "
+        f"{go_on}; "
         f"process group timeout {process_group_timeout(spec)} s"
     )

@@ -117,6 +117,15 @@ class Slurm:
     account: str | None = _opt("--account", "SLURM account to charge")
     qos: str | None = _opt("--qos", "SLURM quality of service")
     constraint: str | None = _opt("--constraint", "SLURM node constraint (features)")
+    exclude: str | None = _opt(
+        "--exclude", "nodes the job must not run on, e.g. gpu07,gpu12 (sbatch --exclude)", metavar="NODES"
+    )
+    no_requeue: bool = _opt(
+        "--no-requeue",
+        "do not requeue the job after a rank or node failed or hung (pre-emption and the time limit "
+        "still requeue it: the ranks saved); continue by hand with ftlaunch resume",
+        default=False,
+    )
     exclusive: bool = _opt("--exclusive", "whole nodes for this job", default=False)
     cpus_per_task: int | None = _opt("--cpus-per-task", "CPUs for each node's task (default: SLURM's)")
     mem: str | None = _opt("--mem", "memory per node, e.g. 64G (default: SLURM's)")

@@ -1,0 +1,111 @@
+"""Hard faults on the real 2-node cluster (``jobs/sft.py`` through ``tests/recipes/faulty_sft.py``,
+ZeRO-2, one CPU process per node): a rank that stops on node 1, a rank killed there, then node 1's
+whole task tree killed (a lost node). Each is found in seconds on both nodes, the attempt records
+which node and rank, and the job requeues itself and continues from its latest complete checkpoint,
+training the steps it repeats exactly as before, until the run finishes. The same rules decide a
+local restart (``tests/e2e/test_hard_faults.py``, which also covers a recipe error and a slow save)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from launcher.records import rundir
+from launcher.records.runs import RunInfo
+
+from .conftest import wait_for
+from .test_launch import REPO, ftlaunch, losses, only_run
+
+pytestmark = pytest.mark.slurm
+
+RECIPE = REPO / "tests" / "recipes" / "faulty_sft.py"
+TIMEOUT = 10  # --hang-timeout
+FLAGS = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", "--zero", "2"]
+FLAGS += ["--precision", "fp32", "--hang-timeout", str(TIMEOUT), "--max-restarts", "3"]
+TRAIN = ["--max_steps", "16", "--save_steps", "3", "--logging_steps", "1", "--report_to", "none"]
+TRAIN += ["--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--seed", "7"]
+
+
+def at_step(run: RunInfo, number: int, step: int) -> Path | None:
+    attempt = rundir.attempt_path(run.path, number)
+    return attempt if max(losses(attempt), default=0) >= step else None
+
+
+def rank1_pid(attempt: Path) -> int:
+    return int(json.loads((attempt / rundir.HEARTBEATS / "rank1.json").read_text())["pid"])
+
+
+def node_task_tree(rank_pid: int) -> list[psutil.Process]:
+    """Node 1's ftlaunch task (submitit's process on that node) and everything under it."""
+    (task,) = [
+        p for p in psutil.Process(rank_pid).parents() if "submitit.core._submit" in " ".join(p.cmdline())
+    ]
+    return [task, *task.children(recursive=True)]
+
+
+def ended(attempt: Path) -> float | None:
+    status = rundir.read_json_quiet(attempt / rundir.STATUS)
+    return float(status["ended"]) if "ended" in status else None
+
+
+def test_a_stopped_rank_a_killed_rank_and_a_lost_node_each_requeue_the_job_until_it_finishes(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    started = ftlaunch(["--runs-dir", str(runs), *FLAGS, str(RECIPE), *TRAIN], slurm_env, REPO)
+    assert started.returncode == 0, started.stderr
+    run = only_run(runs)
+    attempts = [rundir.attempt_path(run.path, n) for n in (1, 2, 3, 4)]
+
+    first = wait_for(lambda: at_step(run, 1, 5), 300, "attempt 1 at step 5")
+    os.kill(rank1_pid(first), signal.SIGSTOP)  # node 1's rank stops: node 0's waits in a collective
+    stopped_at = time.time()
+    second = wait_for(lambda: at_step(run, 2, 8), 300, "attempt 2 at step 8")
+    os.kill(rank1_pid(second), signal.SIGKILL)
+    killed_at = time.time()
+    third = wait_for(lambda: at_step(run, 3, 11), 300, "attempt 3 at step 11")
+    tree = node_task_tree(rank1_pid(third))
+    for proc in tree:
+        proc.kill()  # node 1 is lost: its task and every process under it, at once
+    lost_at = time.time()
+    wait_for(
+        lambda: rundir.read_json_quiet(attempts[3] / rundir.STATUS).get("state") == "finished",
+        400,
+        "attempt 4 to finish",
+    )
+
+    statuses = [rundir.read_json(a / rundir.STATUS) for a in attempts]
+    assert [s["state"] for s in statuses] == ["hung", "failed", "failed", "finished"], statuses
+    assert [s.get("restart") for s in statuses] == [None, 1, 2, 3]
+    assert len(only_run(runs).job_ids) == 1, "every restart is a requeue of the same job"
+
+    # The stopped rank: found on its own node within the timeout, named on the head, stacks kept.
+    hang = rundir.read_json(first / rundir.HANGS / "node1.json")
+    assert hang["rank"] == 1 and "the process is stopped" in hang["lines"][0], hang
+    assert hang["detected"] - stopped_at <= TIMEOUT + 5, hang["detected"] - stopped_at
+    assert statuses[0]["message"].startswith("node 1 (n2) ended the attempt: hung: rank 1 (node 1)")
+    assert 'File "' in (first / rundir.LOGS / rundir.STACKS / "rank0.txt").read_text()
+    assert statuses[1]["cause"].startswith("attempt 1 node 1 (n2) ended the attempt: hung")
+
+    # The killed rank and the lost node: node 0 ended within 15 s, and said which node it was.
+    assert (ended(second) or 1e12) - killed_at < 15, statuses[1]
+    assert statuses[1]["message"].startswith("node 1 (n2) ended the attempt: failed"), statuses[1]
+    assert (ended(third) or 1e12) - lost_at < 15, statuses[2]
+    assert "node 1 (n2) is gone" in statuses[2]["message"], statuses[2]
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
+
+    # Each restart continued from a complete checkpoint and trained the repeated steps identically.
+    trained = [losses(a) for a in attempts]
+    assert max(trained[3]) == 16
+    for before, after in itertools.pairwise(trained):
+        repeated = sorted(before.keys() & after.keys())
+        assert repeated, (before.keys(), after.keys())
+        for step in repeated:
+            assert after[step] == pytest.approx(before[step], rel=1e-6), step
