@@ -182,7 +182,6 @@ class NodeTask:
         if limit:  # the ranks save and stop while a step and a save still fit (rank/saving.py)
             env[protocol.DEADLINE_ENV] = str(started + int(limit) * 60)
         argv = the_plan.node_argv(node_rank, head, port)
-        verdict = Verdict("failed", 1, "ftlaunch's node task ended before its ranks")
         try:
             verdict = supervisor.supervise(
                 argv,
@@ -195,8 +194,13 @@ class NodeTask:
                 hang_timeout=hang_timeout(the_plan.resolved.spec),
                 link=link if len(hosts) > 1 else None,
             )
-        finally:  # also when submitit's pre-emption handler ends the task: the others hear it
-            link.end(verdict.state, verdict.message)
+        except BaseException as err:
+            # submitit's pre-emption handler ends the head's task (SystemExit) once the ranks saved
+            # and it requeued the job: the other nodes must not take that for a failure.
+            calm = isinstance(err, SystemExit)
+            link.end("preempted" if calm else "failed", "requeued" if calm else f"its task failed: {err!r}")
+            raise
+        link.end(verdict.state, verdict.message)
         return verdict
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

@@ -40,8 +40,10 @@ def start_child(parent: int) -> None:
     """In the node command before exec: end with the supervisor (checked after asking, as the
     supervisor may already be gone), take stop signals again, and ignore the pre-emption signal.
     An ignored signal stays ignored across exec (a handler would not), so accelerate's torchrun
-    agent ignores it while the ranks install their own handler. The same for the stack signal."""
-    end_with_parent()
+    agent ignores it while the ranks install their own handler. The same for the stack signal.
+    SIGKILL when the supervisor dies: torchrun's SIGTERM handler was seen to hang there for good,
+    its workers already gone; the ranks end with the agent (``rank/entry.py``)."""
+    end_with_parent(signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(128 + signal.SIGTERM)
     for signum in STOP_SIGNALS:  # not the supervisor's handlers: they would run here, in the fork

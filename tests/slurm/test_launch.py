@@ -178,12 +178,31 @@ def time_limited_job(
 
 
 def test_cancel_stops_the_job_and_status_says_so(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    """Also while a launch follows the job with ``--wait``: it ends within seconds, saying so."""
     runs, pids = tmp_path / "runs", tmp_path / "pids"
     pids.mkdir()
-    run = start_sleeper(slurm_env, runs, pids)
-    workers = [int(p.read_text()) for p in pids.glob("*.pid")]
-    cancelled = ftlaunch(["cancel", "--runs-dir", str(runs), run.path.name], slurm_env, REPO, timeout=60)
-    assert cancelled.returncode == 0 and "cancelled SLURM job" in cancelled.stdout, cancelled.stderr
+    flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", "--wait"]
+    following = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "--runs-dir", str(runs), *flags, str(SLEEPER), str(pids)],
+        env=slurm_env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(list(pids.glob("*.pid"))) == 2, 180, "both ranks to start")
+        run = only_run(runs)
+        workers = [int(p.read_text()) for p in pids.glob("*.pid")]
+        cancelled = ftlaunch(["cancel", "--runs-dir", str(runs), run.path.name], slurm_env, REPO, timeout=60)
+        asked = time.monotonic()
+        assert cancelled.returncode == 0 and "cancelled SLURM job" in cancelled.stdout, cancelled.stderr
+        said, _ = following.communicate(timeout=30)
+        assert time.monotonic() - asked < 15 and following.returncode == 130, said[-2000:]
+        assert "ftlaunch: cancelled. Run folder:" in said, said[-2000:]
+    finally:
+        if following.poll() is None:
+            following.kill()
     wait_for(lambda: sacct_state(run.job_ids[0], slurm_env).startswith("CANCELLED"), 60, "SLURM to cancel")
     wait_for(lambda: not any(alive(pid) for pid in workers), 60, "the ranks to end on both nodes")
     assert status_row(runs, slurm_env, REPO)[2] == "cancelled"
