@@ -18,6 +18,7 @@ from launcher.machine import preflight
 from launcher.records import resume, rundir, runs
 from launcher.records.restarts import Restart, restart_after
 from launcher.render import json_text
+from launcher.rules.interval import policy_of
 from launcher.rules.resume import batch_change
 from launcher.run import tree
 from launcher.spec import faults
@@ -173,6 +174,9 @@ def print_dry_run(resolved: Resolved, the_plan: Plan, notes: list[str]) -> None:
     for line in resolved.zero_auto.reason if resolved.zero_auto else ():
         print(f"# zero auto: {line}")
     print(f"# faults: {faults.describe(spec)}")
+    policy = policy_of(spec)
+    if policy is not None:
+        print(f"# checkpoints: {policy.describe()}")
     print(f"# backend: {the_plan.backend}, nodes: {spec.topology.nodes} x {the_plan.per_node} processes")
     for note in notes:
         print(f"# note: {note}")

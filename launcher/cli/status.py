@@ -17,7 +17,7 @@ from launcher.backends.slurm_jobs import ACTIVE_SLURM
 from launcher.cli.flags import locate, runs_dir_flag
 from launcher.errors import Parser
 from launcher.records import metrics, rundir, runs
-from launcher.records.metrics import last_metrics, run_metrics
+from launcher.records.metrics import describe_saves, last_metrics, run_metrics, saves_of
 from launcher.render import DECIDED_FILE
 
 # ---------------------------------------------------------------- state
@@ -185,6 +185,9 @@ def show_detail(run: runs.RunInfo) -> None:
                 print(f"  {key}: {cell(s[key])}")
         if logged:
             print(f"  last logged: step {cell(logged.get('step'))} {shown_metric(logged)}")
+        saved = describe_saves(saves_of(attempt.path))
+        if saved:
+            print(f"  checkpoints saved: {saved}")
         print(f"  logs: {attempt.path / rundir.LOGS}")
     print_checkpoints(run.path)
 

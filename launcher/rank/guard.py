@@ -72,6 +72,8 @@ def reconcile(args: Any, resolved: Resolved, overrides: dict[str, Any], attempt_
     if derived is not None:
         wanted["gradient_accumulation_steps"] = derived
         flags["gradient_accumulation_steps"] = f"--global-batch {resolved.batch.global_batch}"
+    if resolved.spec.checkpointing.save_every is not None and own_save_schedule(args, defaults):
+        wanted.pop("save_strategy", None)  # kept, and said
     conflicts = []
     replaced = derived_on_resume(resolved)
     for key, want in wanted.items():
@@ -118,6 +120,24 @@ def announce_replaced(key: str, have: Any, want: Any, resolved: Resolved) -> Non
             file=sys.stderr,
             flush=True,
         )
+
+
+def own_save_schedule(args: Any, defaults: dict[str, Any]) -> bool:
+    """The recipe chose when to save (``save_steps``/``save_strategy``): that choice is kept over
+    ``--save-every``, and rank 0 says so."""
+    chosen = [
+        f"{key}={getattr(getattr(args, key), 'value', getattr(args, key))!r}"
+        for key in ("save_strategy", "save_steps")
+        if not is_default(key, getattr(args, key), args, defaults)
+    ]
+    if chosen and rank() == 0:
+        print(
+            f"ftlaunch: the recipe sets {', '.join(chosen)}: that schedule is kept and --save-every is "
+            "not applied; drop it from the recipe to let ftlaunch choose",
+            file=sys.stderr,
+            flush=True,
+        )
+    return bool(chosen)
 
 
 def keep_recipes_choice(key: str, have: Any, want: Any) -> None:

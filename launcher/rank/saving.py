@@ -22,8 +22,10 @@ from types import FrameType
 from typing import Any
 
 from launcher.protocol import DEADLINE_ENV, PREEMPTION_SIGNAL
+from launcher.rank.saves import Saves
 from launcher.records import rundir
 from launcher.rules.batch import product
+from launcher.rules.interval import policy_of
 from launcher.spec.decided import Resolved
 
 
@@ -49,6 +51,7 @@ def checkpoint_callback(resolved: Resolved, attempt_dir: Path) -> type:
 
     universal = resolved.resume is not None and resolved.resume.universal
     clock = Clock(deadline())
+    saves = Saves(policy_of(resolved.spec), attempt_dir)
 
     class Checkpoints(TrainerCallback):
         def on_train_begin(
@@ -56,21 +59,23 @@ def checkpoint_callback(resolved: Resolved, attempt_dir: Path) -> type:
         ) -> None:
             if universal:
                 separate_step_counters(optimizer)
+            saves.begin(args, state)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             late = clock.step_ended()
-            if agreed(flag["raised"] or late is not None, args):
+            saves.step_ended()
+            stop, due = agreed([flag["raised"] or late is not None, saves.due()], args)
+            control.should_save = control.should_save or due
+            if stop:
                 control.should_save = True
                 control.should_training_stop = True
-                why = "pre-empted" if flag["raised"] else clock.describe()  # maybe another rank's call
-                if state.is_world_process_zero:
-                    record = {"step": state.global_step, "reason": why}
-                    rundir.write_json(attempt_dir / rundir.PREEMPTED, record)
-                    print(
-                        f"ftlaunch: {why}; saving at step {state.global_step} and stopping", file=sys.stderr
+                if state.is_world_process_zero:  # the reason may be another rank's
+                    say_stop(
+                        "pre-empted" if flag["raised"] else clock.describe(), state.global_step, attempt_dir
                     )
             if control.should_save:
                 clock.save_started()
+                saves.save_started()
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             clock.save_ended()
@@ -79,8 +84,14 @@ def checkpoint_callback(resolved: Resolved, attempt_dir: Path) -> type:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 mark(folder, resolved, args, state, attempt_dir)
             barrier()
+            saves.save_ended(state.global_step, state.is_world_process_zero)
 
     return Checkpoints
+
+
+def say_stop(why: str, step: int, attempt_dir: Path) -> None:
+    rundir.write_json(attempt_dir / rundir.PREEMPTED, {"step": step, "reason": why})
+    print(f"ftlaunch: {why}; saving at step {step} and stopping", file=sys.stderr)
 
 
 MARGIN_SECONDS = 10.0
@@ -139,17 +150,18 @@ class Clock:
         self.last = time.monotonic()  # a save is not a step
 
 
-def agreed(raised: bool, args: Any) -> bool:
-    """True on every rank as soon as any rank was signalled (one tiny all-reduce per step)."""
+def agreed(flags: list[bool], args: Any) -> list[bool]:
+    """Each flag true on every rank as soon as it is true on any rank: stop (a signal, the time
+    limit) and save (the interval is due), in one tiny all-reduce per step."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return raised
+        return flags
     device = args.device if dist.get_backend() == "nccl" else "cpu"
-    flag = torch.tensor([1 if raised else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    tensor = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in tensor.tolist()]
 
 
 def separate_step_counters(optimizer: Any) -> int:

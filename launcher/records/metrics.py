@@ -46,6 +46,28 @@ def last_metrics(attempt_dir: Path) -> dict[str, Any]:
     return {}
 
 
+def saves_of(attempt_dir: Path) -> list[dict[str, Any]]:
+    """Rank 0's record of each checkpoint save (``rank/saves.py``): cost, steps between, interval."""
+    try:
+        text = (attempt_dir / rundir.SAVES).read_text()
+    except OSError:
+        return []
+    return [r for r in map(metric_record, text.splitlines()) if r is not None]
+
+
+def describe_saves(saves: list[dict[str, Any]]) -> str | None:
+    """``3 saves, the last 2.1 s at step 40; every 25 steps (auto)`` for ``status``."""
+    if not saves:
+        return None
+    last = saves[-1]
+    count = f"{len(saves)} save{'s' * (len(saves) > 1)}"
+    said = f"{count}, the last {last.get('seconds')} s at step {last.get('step')}"
+    mode = last.get("mode")
+    if mode == "auto" and last.get("interval"):
+        return f"{said}; every {last['interval']} steps (--save-every auto)"
+    return f"{said}; {mode}" if mode and mode != "save_steps" else said
+
+
 def lines_from(path: Path, start: int) -> list[str]:
     """The whole lines of ``path`` from byte ``start`` on (the first one, cut, is dropped)."""
     with open(path, "rb") as f:

@@ -66,6 +66,7 @@ EFFECTIVE = "effective.json"
 
 
 METRICS = "metrics.jsonl"  # one JSON line per trainer log (rank 0): step, loss, ...
+SAVES = "saves.jsonl"  # one JSON line per checkpoint save (rank 0): its cost, the steps between, the interval
 
 
 PROGRESS = "progress.json"  # rank 0's phase and step, rewritten as it goes (the console's live line)

@@ -42,6 +42,8 @@ def render_trainer_overrides(resolved: Resolved) -> dict[str, Any]:
     if spec.checkpointing.save_steps is not None:
         overrides["save_strategy"] = "steps"
         overrides["save_steps"] = spec.checkpointing.save_steps
+    if spec.checkpointing.save_every is not None:
+        overrides["save_strategy"] = "no"  # the ranks decide when (rank/saving.py, rules/interval.py)
     if spec.topology.on_cpu:
         overrides["use_cpu"] = True
     if spec.zero.offload_optimizer != "none":

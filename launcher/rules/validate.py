@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from launcher.errors import SpecError
+from launcher.rules.interval import duration_seconds, share
 from launcher.spec.launchspec import LaunchSpec, Leaf, clip, leaves
 from launcher.spec.recipeargs import recipe_flag_true, recipe_flag_value
 
@@ -41,7 +42,7 @@ def validate(spec: LaunchSpec, sizing: Sizing | None = None) -> Resolved:
     from launcher.rules import passthrough
     from launcher.sizing import zeroauto
 
-    problems = topology_problems(spec) + scalar_problems(spec) + argument_problems(spec)
+    problems = topology_problems(spec) + scalar_problems(spec) + save_problems(spec) + argument_problems(spec)
     batch, batch_errors = resolve_batch(
         spec.batch.micro, spec.batch.grad_accum, spec.batch.global_batch, spec.topology.world_size
     )
@@ -210,6 +211,31 @@ def scalar_problems(spec: LaunchSpec) -> list[str]:
         )
     if spec.max_grad_norm is not None and spec.max_grad_norm < 0:
         problems.append(f"--max-grad-norm {spec.max_grad_norm}: must be >= 0 (0 disables clipping)")
+    return problems
+
+
+def save_problems(spec: LaunchSpec) -> list[str]:
+    """``--save-every`` and its bounds: each parses, and only one way of deciding when to save."""
+    c = spec.checkpointing
+    problems = []
+    if c.save_every is not None:
+        if c.save_every.strip().lower() != "auto" and duration_seconds(c.save_every) is None:
+            problems.append(
+                f"--save-every {c.save_every}: use auto, or a time of training such as 90s, 15m or 1h"
+            )
+        if c.save_steps is not None:
+            problems.append(
+                f"--save-steps {c.save_steps} and --save-every {c.save_every} both decide when to save; "
+                "keep one"
+            )
+    auto = c.save_every is not None and c.save_every.strip().lower() == "auto"
+    for flag, value in (("--save-overhead", c.save_overhead), ("--max-lost", c.max_lost)):
+        if value is not None and not auto:
+            problems.append(f"{flag} {value} only applies with --save-every auto; add it or drop {flag}")
+    if c.save_overhead is not None and share(c.save_overhead) is None:
+        problems.append(f"--save-overhead {c.save_overhead}: a share above 0 and below 100%, e.g. 3% or 0.03")
+    if c.max_lost is not None and duration_seconds(c.max_lost) is None:
+        problems.append(f"--max-lost {c.max_lost}: use a time such as 90s, 20m or 1h")
     return problems
 
 

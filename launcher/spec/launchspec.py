@@ -23,148 +23,45 @@ from typing import Any, Literal
 
 from launcher.errors import SpecError
 from launcher.spec import settings
-
-Precision = Literal["bf16", "fp16", "fp32"]
-
-
-OffloadDevice = Literal["none", "cpu", "nvme"]
-
-
-def _opt(flag: str, help: str, default: Any = None, **extra: Any) -> Any:
-    return field(default=default, metadata={"flag": flag, "help": help, **extra})
-
-
-@dataclass(frozen=True)
-class Topology:
-    nodes: int = _opt("--nodes", "number of machines", default=1)
-    gpus: int | None = _opt("--gpus", "GPUs per node (one process each)")
-    procs: int | None = _opt("--procs", "CPU processes per node, for machines without GPUs (gloo)")
-
-    @property
-    def per_node(self) -> int:
-        return self.gpus if self.gpus is not None else (self.procs if self.procs is not None else 1)
-
-    @property
-    def world_size(self) -> int:
-        """Data-parallel world size: every process holds a full replica (no tensor/pipeline split)."""
-        return self.nodes * self.per_node
-
-    @property
-    def on_cpu(self) -> bool:
-        return self.procs is not None
-
-
-@dataclass(frozen=True)
-class Batch:
-    micro: int | None = _opt("--micro-batch", "per-device micro batch (per_device_train_batch_size)")
-    grad_accum: int | None = _opt("--grad-accum", "gradient accumulation steps")
-    global_batch: int | None = _opt("--global-batch", "global batch = micro x accumulation x world size")
-
-
-@dataclass(frozen=True)
-class Zero:
-    stage: int | Literal["auto"] = _opt(
-        "--zero",
-        "DeepSpeed ZeRO stage 1, 2 or 3; 0 means plain DDP; auto: the lowest stage, then the least "
-        "offload, whose memory estimate fits the GPUs (needs the model: --model, or the recipe's local "
-        "--model_name_or_path; see ftlaunch estimate)",
-        default=0,
-    )
-    offload_optimizer: OffloadDevice = _opt(
-        "--offload-optimizer", "offload optimizer states (ZeRO-2/3): none, cpu or nvme", default="none"
-    )
-    offload_params: OffloadDevice = _opt(
-        "--offload-params", "offload parameters (ZeRO-3 only): none, cpu or nvme", default="none"
-    )
-    nvme_path: str | None = _opt("--nvme-path", "folder on a fast local disk for nvme offload")
-
-
-@dataclass(frozen=True)
-class Checkpointing:
-    save_steps: int | None = _opt("--save-steps", "save a checkpoint every N optimizer steps")
-    keep: int | None = _opt(
-        "--keep", "keep the newest N complete checkpoints (never the one resumed from); ftlaunch prunes"
-    )
-
-
-@dataclass(frozen=True)
-class Faults:
-    """A rank that hangs or dies: the node supervisor finds it, and the run restarts by itself from
-    its latest complete checkpoint (``run/watchdog.py``, ``launcher/launch.py``)."""
-
-    hang_timeout: float | None = _opt(
-        "--hang-timeout",
-        "seconds a training step may make no progress on some rank before the run is ended as hung, "
-        "every rank's stack saved (default 300; it grows with the measured step time, and saves, "
-        "evaluation and the first step get 4x)",
-        metavar="SECONDS",
-    )
-    max_restarts: int = _opt(
-        "--max-restarts",
-        "restart a run whose rank hung, died or crashed, from its latest complete checkpoint, at most "
-        "this many times (default 2; 0: never). A recipe error raised at the same step twice is not retried",
-        default=2,
-    )
-
-
-@dataclass(frozen=True)
-class Slurm:
-    """Where and how to queue the run; mapped to submitit's parameters in ``backends/slurm.py``."""
-
-    enabled: bool = _opt("--slurm", "submit to SLURM through submitit, one task per node", default=False)
-    partition: str | None = _opt("--partition", "SLURM partition")
-    time: str | None = _opt("--time", "time limit: minutes, HH:MM:SS or D-HH:MM:SS (default 24:00:00)")
-    account: str | None = _opt("--account", "SLURM account to charge")
-    qos: str | None = _opt("--qos", "SLURM quality of service")
-    constraint: str | None = _opt("--constraint", "SLURM node constraint (features)")
-    exclude: str | None = _opt(
-        "--exclude", "nodes the job must not run on, e.g. gpu07,gpu12 (sbatch --exclude)", metavar="NODES"
-    )
-    no_requeue: bool = _opt(
-        "--no-requeue",
-        "do not requeue the job after a rank or node failed or hung (pre-emption and the time limit "
-        "still requeue it: the ranks saved); continue by hand with ftlaunch resume",
-        default=False,
-    )
-    exclusive: bool = _opt("--exclusive", "whole nodes for this job", default=False)
-    cpus_per_task: int | None = _opt("--cpus-per-task", "CPUs for each node's task (default: SLURM's)")
-    mem: str | None = _opt("--mem", "memory per node, e.g. 64G (default: SLURM's)")
-    sbatch: tuple[str, ...] = _opt("--sbatch", "extra sbatch option KEY=VALUE (repeatable)", default=())
-    setup: tuple[str, ...] = _opt(
-        "--setup",
-        "shell line run in the job script before the nodes start, e.g. 'module load cuda' (repeatable)",
-        default=(),
-    )
+from launcher.spec.sections import Batch as Batch
+from launcher.spec.sections import Checkpointing as Checkpointing
+from launcher.spec.sections import Faults as Faults
+from launcher.spec.sections import OffloadDevice as OffloadDevice
+from launcher.spec.sections import Precision as Precision
+from launcher.spec.sections import Slurm as Slurm
+from launcher.spec.sections import Topology as Topology
+from launcher.spec.sections import Zero as Zero
+from launcher.spec.sections import option
 
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    recipe: str | None = _opt("recipe", "the training script to run (an ordinary TRL script)")
-    args: tuple[str, ...] = _opt("args", "arguments passed to the recipe unchanged", default=())
+    recipe: str | None = option("recipe", "the training script to run (an ordinary TRL script)")
+    args: tuple[str, ...] = option("args", "arguments passed to the recipe unchanged", default=())
     topology: Topology = field(default_factory=Topology)
     batch: Batch = field(default_factory=Batch)
     zero: Zero = field(default_factory=Zero)
-    model: str | None = _opt(
+    model: str | None = option(
         "--model",
         "the model to size --zero auto for: a local model folder or its config.json (default: the "
         "recipe's --model_name_or_path, if local or in the Hugging Face cache)",
         metavar="PATH",
     )
-    gpu_memory: str | None = _opt(
+    gpu_memory: str | None = option(
         "--gpu-memory",
         "memory of each GPU for --zero auto, e.g. 80GB, 80GiB or 81920MiB (default: nvidia-smi's, "
         "on this machine)",
         metavar="SIZE",
     )
-    precision: Precision | None = _opt("--precision", "bf16, fp16 or fp32 (default: the recipe's)")
-    max_grad_norm: float | None = _opt("--max-grad-norm", "gradient clipping norm (default: the recipe's)")
-    ds_config: str | None = _opt(
+    precision: Precision | None = option("--precision", "bf16, fp16 or fp32 (default: the recipe's)")
+    max_grad_norm: float | None = option("--max-grad-norm", "gradient clipping norm (default: the recipe's)")
+    ds_config: str | None = option(
         "--ds-config",
         "a DeepSpeed JSON to start from: the settings ftlaunch does not own are kept, the ones it owns "
         "must agree with the launch",
         metavar="FILE",
     )
-    deepspeed: tuple[str, ...] = _opt(
+    deepspeed: tuple[str, ...] = option(
         "--ds",
         "a DeepSpeed setting ftlaunch does not own, e.g. zero_optimization.overlap_comm=false; VALUE is "
         "read as JSON (repeatable; in a job YAML, a 'deepspeed:' mapping)",
@@ -172,12 +69,12 @@ class LaunchSpec:
         metavar="KEY=VALUE",
         settings=True,
     )
-    ds_config_settings: tuple[str, ...] = _opt(
+    ds_config_settings: tuple[str, ...] = option(
         "",
         "the --ds-config file's settings as read at launch, so a resume or a requeue needs no file",
         default=(),
     )
-    accelerate: tuple[str, ...] = _opt(
+    accelerate: tuple[str, ...] = option(
         "--accelerate",
         "an 'accelerate launch' option ftlaunch does not own, KEY=VALUE (or KEY for a switch), e.g. "
         "dynamo_backend=no (repeatable)",
@@ -188,8 +85,8 @@ class LaunchSpec:
     checkpointing: Checkpointing = field(default_factory=Checkpointing)
     faults: Faults = field(default_factory=Faults)
     slurm: Slurm = field(default_factory=Slurm)
-    name: str | None = _opt("--name", "run name, used in the run folder's name (default: the recipe's)")
-    runs_dir: str = _opt("--runs-dir", "where run folders are created", default="runs")
+    name: str | None = option("--name", "run name, used in the run folder's name (default: the recipe's)")
+    runs_dir: str = option("--runs-dir", "where run folders are created", default="runs")
 
 
 def is_section(f: dataclasses.Field[Any]) -> bool:

@@ -1,7 +1,9 @@
 """``jobs/sft.py`` with one fault, chosen by ``FTLAUNCH_TEST_FAULT``, for the hard-fault tests:
 
 - ``raise@STEP``: every attempt raises at that step, as a bug in a recipe would;
-- ``slow_save@SECONDS``: the first save of each attempt takes that much longer (healthy, slow).
+- ``slow_save@SECONDS``: the first save of each attempt takes that much longer (healthy, slow);
+- ``save_sleep@A,B,N``: every save takes A seconds longer, from the N-th save of an attempt on B
+  (a save whose cost changes, as under disk pressure).
 
 The callback goes right after transformers' flow callback, before any other, so a slow save is
 still a save to everything that watches the run."""
@@ -23,6 +25,7 @@ KIND, _, VALUE = os.environ.get("FTLAUNCH_TEST_FAULT", "").partition("@")
 
 class Fault(TrainerCallback):
     slept = False
+    saves = 0
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if KIND == "raise" and state.global_step == int(VALUE):
@@ -32,6 +35,10 @@ class Fault(TrainerCallback):
         if KIND == "slow_save" and not Fault.slept:
             Fault.slept = True
             time.sleep(float(VALUE))
+        if KIND == "save_sleep":
+            before, after, from_save = VALUE.split(",")
+            Fault.saves += 1
+            time.sleep(float(after if Fault.saves >= int(from_save) else before))
 
 
 transformers.trainer.DEFAULT_CALLBACKS.insert(1, Fault)

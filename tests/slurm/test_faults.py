@@ -29,7 +29,7 @@ RECIPE = REPO / "tests" / "recipes" / "faulty_sft.py"
 TIMEOUT = 10  # --hang-timeout
 FLAGS = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", "--zero", "2"]
 FLAGS += ["--precision", "fp32", "--hang-timeout", str(TIMEOUT), "--max-restarts", "3"]
-TRAIN = ["--max_steps", "16", "--save_steps", "3", "--logging_steps", "1", "--report_to", "none"]
+TRAIN = ["--max_steps", "16", "--save_steps", "4", "--logging_steps", "1", "--report_to", "none"]
 TRAIN += ["--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--seed", "7"]
 
 
@@ -67,10 +67,10 @@ def test_a_stopped_rank_a_killed_rank_and_a_lost_node_each_requeue_the_job_until
     first = wait_for(lambda: at_step(run, 1, 5), 300, "attempt 1 at step 5")
     os.kill(rank1_pid(first), signal.SIGSTOP)  # node 1's rank stops: node 0's waits in a collective
     stopped_at = time.time()
-    second = wait_for(lambda: at_step(run, 2, 8), 300, "attempt 2 at step 8")
+    second = wait_for(lambda: at_step(run, 2, 9), 300, "attempt 2 at step 9")
     os.kill(rank1_pid(second), signal.SIGKILL)
     killed_at = time.time()
-    third = wait_for(lambda: at_step(run, 3, 11), 300, "attempt 3 at step 11")
+    third = wait_for(lambda: at_step(run, 3, 13), 300, "attempt 3 at step 13")
     tree = node_task_tree(rank1_pid(third))
     for proc in tree:
         proc.kill()  # node 1 is lost: its task and every process under it, at once
@@ -101,8 +101,10 @@ def test_a_stopped_rank_a_killed_rank_and_a_lost_node_each_requeue_the_job_until
     assert "node 1 (n2) is gone" in statuses[2]["message"], statuses[2]
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
 
-    # Each restart continued from a complete checkpoint and trained the repeated steps identically.
+    # Each restart continued from the checkpoint before its fault (every fault comes one step or two
+    # after a save: steps 5, 9, 13 with a save every 4) and trained the repeated steps identically.
     trained = [losses(a) for a in attempts]
+    assert [min(t) - 1 for t in trained[1:]] == [4, 8, 12], [sorted(t) for t in trained]
     assert max(trained[3]) == 16
     for before, after in itertools.pairwise(trained):
         repeated = sorted(before.keys() & after.keys())
