@@ -32,6 +32,7 @@ class Saves:
         self.steps_since = 0
         self.chosen: int | None = None  # the interval in steps, once a save was measured (auto)
         self.saving_since: float | None = None
+        self.warm = False  # past the attempt's first step
 
     def begin(self, args: Any, state: Any) -> None:
         strategy = getattr(args.save_strategy, "value", args.save_strategy)
@@ -41,7 +42,9 @@ class Saves:
 
     def step_ended(self) -> None:
         now = time.monotonic()
-        self.steps.append(now - self.last_step)
+        if self.warm:  # the first step's warm-up is no step time
+            self.steps.append(now - self.last_step)
+        self.warm = True
         self.last_step = now
         self.steps_since += 1
 

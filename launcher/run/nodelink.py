@@ -48,6 +48,7 @@ class Link:
         self.join(peers)
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
+        self._heard_end = threading.Event()
         self.ended: PeerEnd | None = None  # the first peer that ended badly, once one did
 
     def join(self, peers: Mapping[int, socket.socket]) -> None:
@@ -59,6 +60,11 @@ class Link:
     def head_lost(self) -> bool:
         """The head died without a word: then node 1 records the attempt and requeues the job."""
         return self.ended is not None and self.ended.node == 0 and self.ended.state == "lost"
+
+    def wait_for_end(self, seconds: float) -> PeerEnd | None:
+        """The peer that ended badly, waiting up to ``seconds`` for one to say so."""
+        self._heard_end.wait(seconds if self._peers else 0)
+        return self.ended
 
     def watch(self, on_end: Callable[[PeerEnd], None]) -> None:
         """Beat and listen in a thread; ``on_end`` is called once, for the first peer that ended badly."""
@@ -84,6 +90,7 @@ class Link:
             found = self._listen(BEAT_SECONDS)
             if found is not None and not self._stop.is_set():
                 self.ended = found
+                self._heard_end.set()
                 on_end(found)
                 return
 

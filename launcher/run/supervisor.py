@@ -107,6 +107,7 @@ def supervise(
         watch_the_others(watchdog, link, node_rank, tree, watched)
         follow(proc, tree, log_path, attempt_dir, own_signals and sys.stdout.isatty(), interrupted, watched)
         watched.hang = watchdog.found
+        hear_the_others(link if node_rank == 0 else None, watched)  # the head records the attempt
     finally:
         watchdog.stop()
         CURRENT = None
@@ -127,6 +128,7 @@ def stopped_early(interrupted: Interruption) -> int | None:
 
 
 PEER_PATIENCE_SECONDS = 10.0  # a node whose ranks merely wait lets the culprit's node speak first
+PEER_WORD_SECONDS = 5.0  # a node whose ranks failed waits this long to hear whether another failed first
 
 
 def watch_the_others(
@@ -136,6 +138,14 @@ def watch_the_others(
     watchdog.start()
     if link is not None:
         link.watch(lambda end: end_for_peer(end, node_rank, watchdog, tree, watched))
+
+
+def hear_the_others(link: Link | None, watched: Watched) -> None:
+    """The head's ranks failed by themselves: did another node fail first? Its word, which comes
+    within seconds, may name the cause (``conclude`` decides). Only the head waits: the others
+    say their word at once."""
+    if link is not None and watched.exit_code != 0 and not watched.hang:
+        watched.peer = watched.peer or link.wait_for_end(PEER_WORD_SECONDS)
 
 
 def end_for_peer(
@@ -206,8 +216,12 @@ def conclude(
     shown = watched.shown
     cut_short = watched.peer is not None or bool(watched.hang)
     verdict = judge(attempt_dir, node_rank, world_size, watched.exit_code, signum, cut_short)
-    if watched.peer is not None and not watched.hang and verdict.state in ("failed", "interrupted"):
-        verdict = for_peer(attempt_dir, watched.peer)
+    peer = watched.peer
+    if peer is not None and not watched.hang and verdict.state in ("failed", "interrupted"):
+        own = verdict
+        verdict = for_peer(attempt_dir, peer)
+        if own.state == "failed" and not started_there(attempt_dir, peer, world_size):
+            verdict = dataclasses.replace(own, report=(*own.report, f"  and {peer.describe()}"))
     elif watched.hang and verdict.state == "failed":
         stacks = attempt_dir / rundir.LOGS / rundir.STACKS
         report = (*(f"  {line}" for line in watched.hang[1:]), f"  every rank's stack: {stacks}")
@@ -220,6 +234,21 @@ def conclude(
     if summary is not None:
         verdict = dataclasses.replace(verdict, report=(*verdict.report, f"  {summary}"))
     return record_node(attempt_dir, node_rank, watched.exit_code, verdict)
+
+
+def started_there(attempt_dir: Path, end: PeerEnd, world_size: int) -> bool:
+    """Both nodes failed: was it the other's doing? Yes when it was lost or hung, or when one of its
+    ranks died without a word (no completion marker, no error of its own: killed), while the ranks
+    that merely lost their peers raise the collective library's errors."""
+    if end.state in ("lost", "hung"):
+        return True
+    done = {int(m.get("rank", -1)) for m in rundir.completed_ranks(attempt_dir)}
+    for rank in range(world_size):
+        beat = rundir.read_json_quiet(attempt_dir / rundir.HEARTBEATS / f"rank{rank}.json")
+        raised = (attempt_dir / rundir.FAILURES / f"rank{rank}.json").exists()
+        if beat.get("node") == end.node and rank not in done and not raised:
+            return True
+    return False
 
 
 def for_peer(attempt_dir: Path, end: PeerEnd) -> Verdict:
