@@ -228,3 +228,37 @@ def test_with_other_nodes_a_merely_waiting_node_lets_the_culprits_node_act_first
         assert len(ended) == 1, pid
     alive.kill()
     alive.wait()
+
+
+@pytest.mark.parametrize(
+    ("no_requeue", "cancel", "expected"),
+    [
+        (False, False, "requeueing job 7: restart 1/2 after attempt 1 hung here"),
+        (True, False, "not requeued (--no-requeue)"),
+        (False, True, ""),
+    ],
+)
+def test_a_slurm_head_requeues_a_hung_attempt_unless_told_not_or_cancelled(
+    run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_requeue: bool,
+    cancel: bool,
+    expected: str,
+) -> None:
+    """The head's decision after a bad attempt (``backends/slurm_node.py``); the requeue itself,
+    ``scontrol requeue``, runs on the real cluster in tests/slurm/test_faults.py."""
+    from launcher.backends import slurm_node
+    from launcher.records.verdict import Verdict
+    from launcher.rules.validate import validate
+    from launcher.spec.launchspec import LaunchSpec, Slurm, Topology
+
+    asked: list[str] = []
+    monkeypatch.setattr(slurm_node, "requeue", asked.append)
+    attempt(run, 1, "hung")
+    rundir.write_json(run / rundir.RUN, {"cancelled": cancel})
+    spec = LaunchSpec(topology=Topology(procs=1), slurm=Slurm(enabled=True, no_requeue=no_requeue))
+    task = slurm_node.NodeTask(validate(spec), run, 1, str(run))
+    requeued = task.requeue_after(Verdict("hung", 1, "hung here"), 1, "7")
+    assert requeued == (asked == ["7"]) == (not no_requeue and not cancel)
+    assert expected in capsys.readouterr().err
