@@ -61,11 +61,14 @@ def test_max_lost_wins_and_the_run_length_caps() -> None:
     overhead=st.floats(0.001, 0.9),
     max_lost=st.one_of(st.none(), st.floats(1, 86400)),
     max_steps=st.one_of(st.none(), st.integers(1, 10**6)),
+    slower=st.floats(1.0, 3.0),
 )
 def test_the_interval_is_the_smallest_within_the_overhead_unless_a_bound_says_otherwise(
-    save: float, step: float, overhead: float, max_lost: float | None, max_steps: int | None
+    save: float, step: float, overhead: float, max_lost: float | None, max_steps: int | None, slower: float
 ) -> None:
-    found = interval(SavePolicy(auto=True, overhead=overhead, max_lost=max_lost), save, step, max_steps)
+    """``step`` the fast steps (the overhead's threat), ``step x slower`` the slow ones (the loss's)."""
+    policy = SavePolicy(auto=True, overhead=overhead, max_lost=max_lost)
+    found = interval(policy, save, step, max_steps, slow_step=step * slower)
     k = found.steps
     assert k >= 1 and (max_steps is None or k <= max_steps)
     within = save / (k * step + save) <= overhead * (1 + 1e-9)
@@ -73,7 +76,7 @@ def test_the_interval_is_the_smallest_within_the_overhead_unless_a_bound_says_ot
         assert within
         assert k == 1 or save / ((k - 1) * step + save) > overhead * (1 - 1e-9), "and the smallest such"
     if max_lost is not None and k > 1:
-        assert k * step + save <= max_lost * (1 + 1e-9), "a crash never loses more than --max-lost"
+        assert k * step * slower + save <= max_lost * (1 + 1e-9), "a crash never loses more than --max-lost"
     assert found.overhead == pytest.approx(save / (k * step + save))
     assert not math.isnan(found.lost)
 

@@ -18,7 +18,17 @@ from typing import Any
 from launcher.records import rundir
 from launcher.rules.interval import SavePolicy, announce, changed_much, interval
 
-RECENT_STEPS = 50  # the step time is the mean of the last this many steps
+RECENT_STEPS = 50  # the step times the interval is chosen from: the last this many
+FAST, SLOW = (
+    0.25,
+    0.9,
+)  # quantiles of them: the overhead bound is kept against a fast step, the loss against a slow one
+
+
+def quantile(values: deque[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank); 0 when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 class Saves:
@@ -67,10 +77,10 @@ class Saves:
         """After the completion marker: measure, choose the next interval (auto), record."""
         now = time.monotonic()
         took = now - (self.saving_since if self.saving_since is not None else now)
-        step_seconds = sum(self.steps) / len(self.steps) if self.steps else 0.0
+        step_seconds, slow = quantile(self.steps, FAST), quantile(self.steps, SLOW)
         before = self.chosen
         if self.active and self.policy is not None and self.policy.auto and step_seconds > 0:
-            found = interval(self.policy, took, step_seconds, self.max_steps)
+            found = interval(self.policy, took, step_seconds, self.max_steps, slow)
             self.chosen = found.steps
             if world_zero and changed_much(before, found.steps):
                 print(f"ftlaunch: {announce(found, took, step_seconds)}", file=sys.stderr, flush=True)
@@ -80,6 +90,7 @@ class Saves:
                 "seconds": round(took, 3),
                 "steps_since": self.steps_since,
                 "step_seconds": round(step_seconds, 4),
+                "slow_step_seconds": round(slow, 4),
                 "interval": self.chosen,
                 "mode": self.mode(),
                 "time": time.time(),

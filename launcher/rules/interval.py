@@ -2,12 +2,15 @@
 
 A hard failure (a dead node, a hang, the OOM killer) loses every step since the last complete
 checkpoint; saving often costs throughput instead. With C the measured save (every rank, until the
-completion marker is written), S the mean training step and p the share of time saving may cost
+completion marker is written), S the training step and p the share of time saving may cost
 (``--save-overhead``, default 3 %), the interval k in steps is the smallest that keeps saving
 within p:   C / (k S + C) <= p   =>   k = ceil(C (1 - p) / (p S)).
 With ``--max-lost L`` a crash may lose at most the steps since the last save and the save in
 progress:   k S + C <= L   =>   k <= floor((L - C) / S);   that bound wins over p when they
-disagree (the overhead is then said). k is never below 1 nor above the run's length. It is chosen
+disagree (the overhead is then said). Each bound is kept against the step time that threatens it:
+p against a fast step (the ranks pass the 25th percentile of the last 50), L against a slow one
+(the 90th), so that steps that speed up or slow down after the choice keep both bounds.
+k is never below 1 nor above the run's length. It is chosen
 again after each save, from that save's cost. This is CheckFreq's rule (FAST '21) with the user's
 loss bound; Young/Daly's sqrt(2 C MTBF) needs a failure rate, which a fine-tuning run rarely knows.
 
@@ -91,18 +94,23 @@ class Interval:
     limited_by: str  # "overhead", "max-lost", "run length" or "one step"
 
 
-def interval(policy: SavePolicy, save: float, step: float, max_steps: int | None) -> Interval:
-    """The interval in steps for a save of ``save`` s and a step of ``step`` s (both > 0)."""
+def interval(
+    policy: SavePolicy, save: float, step: float, max_steps: int | None, slow_step: float | None = None
+) -> Interval:
+    """The interval in steps for a save of ``save`` s and a step of ``step`` s (both > 0). Each bound
+    is kept against the step time that threatens it: the overhead against a fast step (``step``: the
+    ranks pass a low quantile of the recent steps), the loss against a slow one (``slow_step``)."""
     step = max(step, 1e-6)
+    slow = max(slow_step or step, step)
     k = max(1, math.ceil(save * (1 - policy.overhead) / (policy.overhead * step) - 1e-9))
     why = "overhead"
     if policy.max_lost is not None:
-        most = math.floor((policy.max_lost - save) / step + 1e-9)
+        most = math.floor((policy.max_lost - save) / slow + 1e-9)
         if most < k:
             k, why = max(1, most), "max-lost" if most >= 1 else "one step"
     if max_steps is not None and max_steps > 0 and k > max_steps:
         k, why = max_steps, "run length"
-    return Interval(k, save / (k * step + save), k * step + save, why)
+    return Interval(k, save / (k * step + save), k * slow + save, why)
 
 
 def announce(found: Interval, save: float, step: float) -> str:
