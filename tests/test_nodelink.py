@@ -122,3 +122,20 @@ def test_a_single_node_link_does_nothing() -> None:
     link.watch(lambda end: pytest.fail("no peer to end"))
     link.end("failed", "alone")
     assert link.ended is None and not link.head_lost()
+
+
+def test_after_a_peers_notice_this_node_still_tells_it_how_it_ended() -> None:
+    """A node that found a hang tells the others at once and keeps listening: the head that ends
+    because of it must not read as lost to it (then that node would record the attempt)."""
+    head, one, two = linked()
+    heard(head)
+    heard(one)
+    ends_two, called_two = heard(two)
+    two.tell("hung", "hung: rank 2 (node 2) made no progress")
+    time.sleep(1.5)
+    head.end("hung", "node 2 (n3) ended the attempt: hung")
+    assert called_two.wait(5)
+    (end,) = ends_two
+    assert (end.node, end.state) == (0, "hung") and not two.head_lost()
+    for link in (one, two):
+        link.close()

@@ -55,7 +55,7 @@ class Link:
         """Take the barrier's open connections."""
         self._peers = dict(peers)
         self._buffers = {node: b"" for node in self._peers}
-        self._heard = {node: time.monotonic() for node in self._peers}
+        self._heard = {node: time.monotonic() for node in self._peers}  # the peers still listened to
 
     def head_lost(self) -> bool:
         """The head died without a word: then node 1 records the attempt and requeues the job."""
@@ -63,13 +63,17 @@ class Link:
 
     def wait_for_end(self, seconds: float) -> PeerEnd | None:
         """The peer that ended badly, waiting up to ``seconds`` for one to say so."""
-        self._heard_end.wait(seconds if self._peers else 0)
+        self._heard_end.wait(seconds if self._heard else 0)
         return self.ended
 
     def watch(self, on_end: Callable[[PeerEnd], None]) -> None:
         """Beat and listen in a thread; ``on_end`` is called once, for the first peer that ended badly."""
         if self._peers:
             threading.Thread(target=self._run, args=(on_end,), daemon=True).start()
+
+    def tell(self, state: str, message: str) -> None:
+        """Tell every peer that this node is ending (a hang found here), before it has ended."""
+        self._send({"end": state, "message": message})
 
     def end(self, state: str, message: str) -> None:
         """Tell every peer how this node ended, then close the link."""
@@ -85,7 +89,7 @@ class Link:
         self._peers = {}
 
     def _run(self, on_end: Callable[[PeerEnd], None]) -> None:
-        while not self._stop.is_set() and self._peers:
+        while not self._stop.is_set() and self._heard:
             self._send({"beat": time.time()})
             found = self._listen(BEAT_SECONDS)
             if found is not None and not self._stop.is_set():
@@ -103,7 +107,7 @@ class Link:
 
     def _listen(self, seconds: float) -> PeerEnd | None:
         """Read what the peers said for up to ``seconds``; the first peer that ended badly, if any."""
-        conns = {conn: node for node, conn in self._peers.items()}
+        conns = {conn: node for node, conn in self._peers.items() if node in self._heard}
         try:
             readable, _, _ = select.select(list(conns), [], [], seconds)
         except (OSError, ValueError):
@@ -125,8 +129,8 @@ class Link:
             if found is not None:
                 return found
         now = time.monotonic()
-        for node, heard in self._heard.items():
-            if node in self._peers and now - heard > SILENT_SECONDS:
+        for node, heard in list(self._heard.items()):
+            if now - heard > SILENT_SECONDS:
                 return self._peer(
                     node, "lost", f"sent nothing for {SILENT_SECONDS:.0f} s (lost, or its network is down)"
                 )
@@ -151,8 +155,6 @@ class Link:
         return PeerEnd(node, self.hosts[node] if node < len(self.hosts) else "?", state, message)
 
     def _forget(self, node: int) -> None:
-        conn = self._peers.pop(node, None)
+        """No longer listened to; still told how this node ends (the socket closes with the link:
+        closing it now would read as this node's loss on the other side)."""
         self._heard.pop(node, None)
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.close()

@@ -135,9 +135,10 @@ def watch_the_others(
     watchdog: Watchdog, link: Link | None, node_rank: int, tree: ProcessTree, watched: Watched
 ) -> None:
     """This node's ranks (the watchdog) and, with other nodes, the link to them."""
-    watchdog.start()
     if link is not None:
+        watchdog.on_found = lambda line: link.tell("hung", f"hung: {line}")
         link.watch(lambda end: end_for_peer(end, node_rank, watchdog, tree, watched))
+    watchdog.start()
 
 
 def hear_the_others(link: Link | None, watched: Watched) -> None:
@@ -261,7 +262,10 @@ def for_peer(attempt_dir: Path, end: PeerEnd) -> Verdict:
             (f"  its log: {attempt_dir / rundir.LOGS}/node{end.node}.log",),
         )
     said = rundir.read_json_quiet(attempt_dir / rundir.HANGS / f"node{end.node}.json")
-    report = [f"  {line}" for line in said.get("lines", [])[1:]] if end.state == "hung" else []
+    lines = said.get("lines", []) if end.state == "hung" else []
+    if lines:  # the culprit's node's full report (written after its notice, with the stacks)
+        end = dataclasses.replace(end, message=f"hung: {lines[0]}")
+    report = [f"  {line}" for line in lines[1:]]
     report.append(f"  node {end.node}'s log: {attempt_dir / rundir.LOGS}/node{end.node}.log")
     if end.state == "hung":
         report.append(f"  every rank's stack: {attempt_dir / rundir.LOGS / rundir.STACKS}")

@@ -107,6 +107,7 @@ class Watchdog:
         self.attempt_dir, self.node_rank = attempt_dir, node_rank
         self.timeout, self.on_hang, self.patience = timeout, on_hang, patience
         self.found: list[str] = []  # the report, once a hang was found
+        self.on_found: Callable[[str], None] | None = None  # told at once, before the stacks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -130,6 +131,8 @@ class Watchdog:
                 limit = allowance(hang.stuck, self.timeout) or 0.0
                 hang = hang if hang.seconds > limit + self.patience else None
             if hang is not None and not self._stop.is_set():
+                if self.on_found is not None:  # other nodes save their stacks while theirs still wait
+                    self.on_found(describe(hang.stuck, hang.seconds, None, first=True))
                 self.found = self.report(hang, detected=now)
                 self.on_hang()
                 return

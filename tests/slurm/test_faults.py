@@ -1,9 +1,12 @@
-"""Hard faults on the real 2-node cluster (``jobs/sft.py`` through ``tests/recipes/faulty_sft.py``,
-ZeRO-2, one CPU process per node): a rank that stops on node 1, a rank killed there, then node 1's
-whole task tree killed (a lost node). Each is found in seconds on both nodes, the attempt records
-which node and rank, and the job requeues itself and continues from its latest complete checkpoint,
-training the steps it repeats exactly as before, until the run finishes. The same rules decide a
-local restart (``tests/e2e/test_hard_faults.py``, which also covers a recipe error and a slow save)."""
+"""Faults on the real 2-node cluster (``jobs/sft.py`` through ``tests/recipes/faulty_sft.py``, ZeRO-2,
+one CPU process per node), one run through all of them: a rank that stops on node 1, a rank killed
+there, node 1's whole task tree killed (a lost node), then a pre-emption (SLURM's USR2).
+
+Each fault is found in seconds on both nodes, the attempt records which node and rank, and the job
+requeues itself and continues from its latest complete checkpoint, training the steps it repeats
+exactly as before. The pre-emption saves at the step the signal arrived, is requeued by submitit and
+resumed from that very step without counting as a restart. The same rules decide a local restart
+(``tests/e2e/test_hard_faults.py``, which also covers a recipe error and a slow save)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -29,7 +33,7 @@ RECIPE = REPO / "tests" / "recipes" / "faulty_sft.py"
 TIMEOUT = 10  # --hang-timeout
 FLAGS = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug", "--zero", "2"]
 FLAGS += ["--precision", "fp32", "--hang-timeout", str(TIMEOUT), "--max-restarts", "3"]
-TRAIN = ["--max_steps", "16", "--save_steps", "4", "--logging_steps", "1", "--report_to", "none"]
+TRAIN = ["--max_steps", "22", "--save_steps", "4", "--logging_steps", "1", "--report_to", "none"]
 TRAIN += ["--learning_rate", "1e-3", "--lr_scheduler_type", "constant", "--seed", "7"]
 
 
@@ -55,14 +59,14 @@ def ended(attempt: Path) -> float | None:
     return float(status["ended"]) if "ended" in status else None
 
 
-def test_a_stopped_rank_a_killed_rank_and_a_lost_node_each_requeue_the_job_until_it_finishes(
+def test_a_stopped_rank_a_killed_rank_a_lost_node_and_a_preemption_each_requeue_the_job(
     slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     started = ftlaunch(["--runs-dir", str(runs), *FLAGS, str(RECIPE), *TRAIN], slurm_env, REPO)
     assert started.returncode == 0, started.stderr
     run = only_run(runs)
-    attempts = [rundir.attempt_path(run.path, n) for n in (1, 2, 3, 4)]
+    attempts = [rundir.attempt_path(run.path, n) for n in (1, 2, 3, 4, 5)]
 
     first = wait_for(lambda: at_step(run, 1, 5), 300, "attempt 1 at step 5")
     os.kill(rank1_pid(first), signal.SIGSTOP)  # node 1's rank stops: node 0's waits in a collective
@@ -75,15 +79,17 @@ def test_a_stopped_rank_a_killed_rank_and_a_lost_node_each_requeue_the_job_until
     for proc in tree:
         proc.kill()  # node 1 is lost: its task and every process under it, at once
     lost_at = time.time()
+    wait_for(lambda: at_step(run, 4, 14), 300, "attempt 4 at step 14")
+    subprocess.run(["scancel", "--signal=USR2", run.job_ids[0]], env=slurm_env, check=True)
     wait_for(
-        lambda: rundir.read_json_quiet(attempts[3] / rundir.STATUS).get("state") == "finished",
+        lambda: rundir.read_json_quiet(attempts[4] / rundir.STATUS).get("state") == "finished",
         400,
-        "attempt 4 to finish",
+        "attempt 5 to finish",
     )
 
     statuses = [rundir.read_json(a / rundir.STATUS) for a in attempts]
-    assert [s["state"] for s in statuses] == ["hung", "failed", "failed", "finished"], statuses
-    assert [s.get("restart") for s in statuses] == [None, 1, 2, 3]
+    assert [s["state"] for s in statuses] == ["hung", "failed", "failed", "requeued", "finished"], statuses
+    assert [s.get("restart") for s in statuses] == [None, 1, 2, 3, None], "a pre-emption is no restart"
     assert len(only_run(runs).job_ids) == 1, "every restart is a requeue of the same job"
 
     # The stopped rank: found on its own node within the timeout, named on the head, stacks kept.
@@ -101,13 +107,18 @@ def test_a_stopped_rank_a_killed_rank_and_a_lost_node_each_requeue_the_job_until
     assert "node 1 (n2) is gone" in statuses[2]["message"], statuses[2]
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
 
+    # The pre-emption: every rank saved at the step the signal arrived; attempt 5 resumed there.
+    saved = rundir.read_json(attempts[3] / rundir.PREEMPTED)["step"]
+    assert 14 <= saved < 20, "saved at the step the signal arrived, before the next interval"
+    assert rundir.read_json(attempts[4] / "decided.json")["resume"]["step"] == saved
+
     # Each restart continued from the checkpoint before its fault (every fault comes one step or two
     # after a save: steps 5, 9, 13 with a save every 4) and trained the repeated steps identically.
     trained = [losses(a) for a in attempts]
-    assert [min(t) - 1 for t in trained[1:]] == [4, 8, 12], [sorted(t) for t in trained]
-    assert max(trained[3]) == 16
-    for before, after in itertools.pairwise(trained):
+    assert [min(t) - 1 for t in trained[1:]] == [4, 8, 12, saved], [sorted(t) for t in trained]
+    assert max(trained[4]) == 22
+    for number, (before, after) in enumerate(itertools.pairwise(trained), 1):
         repeated = sorted(before.keys() & after.keys())
-        assert repeated, (before.keys(), after.keys())
+        assert bool(repeated) == (number < 4), (number, before.keys(), after.keys())  # none after the save
         for step in repeated:
             assert after[step] == pytest.approx(before[step], rel=1e-6), step

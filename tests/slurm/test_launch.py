@@ -227,7 +227,7 @@ def test_node_that_cannot_reach_the_head_is_named(slurm_env: dict[str, str], tmp
 def test_time_limit_requeues_the_job_as_attempt_2(
     time_limited_job: TimeLimited, slurm_env: dict[str, str]
 ) -> None:
-    """The pre-emption signal's requeue is covered, with a checkpoint, by the test below. Runs
+    """The pre-emption signal's requeue is covered, with a checkpoint, in test_faults.py. Runs
     before it and cancels the job: a sleeper requeued every minute would take CPU from its training."""
     job, pids = time_limited_job, time_limited_job.pids
     second = rundir.attempt_path(job.run.path, 2)
@@ -247,50 +247,3 @@ def test_time_limit_requeues_the_job_as_attempt_2(
     assert rundir.read_json(second / rundir.PLAN)["attempt"] == 2
     assert only_run(job.runs).job_ids == job.run.job_ids, "a requeue is the same job"
     subprocess.run(["scancel", job.run.job_ids[0]], env=slurm_env, check=True)
-
-
-def test_preempted_job_saves_requeues_and_resumes_by_itself(
-    slurm_env: dict[str, str], tmp_path: Path
-) -> None:
-    """USR2 (what SLURM sends before pre-emption): every rank saves at the step it arrived, submitit
-    requeues the job, and attempt 2 resumes from that checkpoint and runs the remaining steps. That a
-    save-on-signal resume trains exactly like an uninterrupted run is asserted, loss by loss, in
-    tests/e2e/test_resume.py (the same entry and saving code, without the queue)."""
-    # 2 nodes x 1 process, micro 2 x accumulation 2: global batch 4, a save every 8 steps.
-    batch = [
-        "--zero",
-        "2",
-        "--micro-batch",
-        "2",
-        "--grad-accum",
-        "2",
-        "--precision",
-        "fp32",
-        "--save-steps",
-        "8",
-    ]
-    train = ["--max_steps", "24", "--logging_steps", "1", "--report_to", "none", "--learning_rate", "1e-3"]
-    runs = tmp_path / "runs"
-    slurm_flags = ["--slurm", "--nodes", "2", "--procs", "1", "--partition", "debug"]
-    argv = ["--runs-dir", str(runs), *slurm_flags, *batch, str(JOBS / "sft.py"), *train]
-    started = ftlaunch(argv, slurm_env, REPO)
-    assert started.returncode == 0, started.stderr
-    run = only_run(runs)
-    first = rundir.attempt_path(run.path, 1)
-    wait_for(lambda: (first / rundir.METRICS).exists() and max(losses(first), default=0) >= 3, 240, "step 3")
-    subprocess.run(["scancel", "--signal=USR2", run.job_ids[0]], env=slurm_env, check=True)
-    second = rundir.attempt_path(run.path, 2)
-    wait_for(
-        lambda: (
-            (second / rundir.STATUS).exists()
-            and rundir.read_json(second / rundir.STATUS).get("state") == "finished"
-        ),
-        400,
-        "the requeued attempt to finish",
-    )
-    saved = rundir.read_json(first / rundir.PREEMPTED)["step"]
-    assert 3 <= saved < 8, "saved at the step the signal arrived, before the next interval"
-    assert rundir.read_json(first / rundir.STATUS)["state"] == "requeued"
-    assert len(only_run(runs).job_ids) == 1, "a requeue is the same job"
-    assert rundir.read_json(second / "decided.json")["resume"]["step"] == saved
-    assert sorted(losses(second)) == list(range(saved + 1, 25))
