@@ -3,9 +3,11 @@ time their saves and agree on the interval) is in e2e/test_save_interval.py."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -103,3 +105,41 @@ def test_bad_save_flags_are_refused_with_one_line(flags: list[str], said: str) -
     )
     assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_rank_says_a_save_is_due_by_time_or_at_the_chosen_interval(tmp_path: Path) -> None:
+    """``rank/saves.py`` without a trainer: by time (every 0.2 s), and with
+    ``auto`` after its first save at the interval the rule chose from what was measured."""
+    import time
+    from types import SimpleNamespace
+
+    from launcher.rank.saves import Saves
+
+    args, state = SimpleNamespace(save_strategy="no"), SimpleNamespace(max_steps=1000)
+    by_time = Saves(SavePolicy(auto=False, seconds=0.2), tmp_path)
+    by_time.begin(args, state)
+    by_time.step_ended()
+    assert not by_time.due()
+    time.sleep(0.25)
+    assert by_time.due()
+
+    auto = Saves(SavePolicy(auto=True, overhead=0.5, max_lost=0.2), tmp_path)  # first save after 0.1 s
+    auto.begin(args, state)
+    for _ in range(4):
+        time.sleep(0.02)
+        auto.step_ended()
+    time.sleep(0.1)
+    assert auto.due()
+    auto.save_started()
+    time.sleep(0.05)
+    auto.save_ended(step=4, world_zero=True)
+    assert auto.chosen is not None and auto.chosen >= 1 and not auto.due()
+    for _ in range(auto.chosen):
+        auto.step_ended()
+    assert auto.due()
+    (record,) = [json.loads(line) for line in (tmp_path / "saves.jsonl").read_text().splitlines()]
+    assert record["mode"] == "auto" and record["interval"] == auto.chosen and record["seconds"] >= 0.05
+
+    kept = Saves(SavePolicy(auto=True), tmp_path)  # the recipe kept its own schedule
+    kept.begin(SimpleNamespace(save_strategy="steps"), state)
+    assert not kept.active and not kept.due()
