@@ -18,6 +18,7 @@ from typing import Any
 from launcher.records import rundir
 from launcher.rules.interval import SavePolicy, announce, changed_much, interval
 
+RECENT_SAVES = 3  # the save cost the interval is chosen from: the slowest of the last this many
 RECENT_STEPS = 50  # the step times the interval is chosen from: the last this many
 FAST, SLOW = (
     0.25,
@@ -37,6 +38,7 @@ class Saves:
         self.active = False  # --save-every given and the recipe kept no schedule of its own
         self.max_steps: int | None = None
         self.steps: deque[float] = deque(maxlen=RECENT_STEPS)
+        self.saves: deque[float] = deque(maxlen=RECENT_SAVES)
         now = time.monotonic()
         self.began = self.last_step = self.last_save = now
         self.steps_since = 0
@@ -79,11 +81,13 @@ class Saves:
         took = now - (self.saving_since if self.saving_since is not None else now)
         step_seconds, slow = quantile(self.steps, FAST), quantile(self.steps, SLOW)
         before = self.chosen
+        self.saves.append(took)
         if self.active and self.policy is not None and self.policy.auto and step_seconds > 0:
-            found = interval(self.policy, took, step_seconds, self.max_steps, slow)
+            cost = max(self.saves)  # the slowest recent save: a noisy cost neither swings nor breaks p
+            found = interval(self.policy, cost, step_seconds, self.max_steps, slow)
             self.chosen = found.steps
             if world_zero and changed_much(before, found.steps):
-                print(f"ftlaunch: {announce(found, took, step_seconds)}", file=sys.stderr, flush=True)
+                print(f"ftlaunch: {announce(found, cost, step_seconds)}", file=sys.stderr, flush=True)
         if world_zero:
             record = {
                 "step": step,
