@@ -16,7 +16,8 @@ import pytest
 from launcher.cli import main
 from launcher.records import rundir
 from launcher.records.restarts import restart_after
-from launcher.run.watchdog import Beat, Watchdog, allowance, innermost_frame, overdue
+from launcher.run.stacks import innermost_frame
+from launcher.run.watchdog import Beat, Watchdog, allowance, overdue
 
 T = 30.0
 
@@ -231,34 +232,48 @@ def test_with_other_nodes_a_merely_waiting_node_lets_the_culprits_node_act_first
 
 
 @pytest.mark.parametrize(
-    ("no_requeue", "cancel", "expected"),
+    ("no_requeue", "cancel", "lost", "decision", "said"),
     [
-        (False, False, "requeueing job 7: restart 1/2 after attempt 1 hung here"),
-        (True, False, "not requeued (--no-requeue)"),
-        (False, True, ""),
+        (
+            False,
+            False,
+            False,
+            "in place",
+            "restarting in place on the same nodes: restart 1/2 after attempt 1",
+        ),
+        (False, False, True, "requeued", "requeueing job 7: restart 1/2 after attempt 1 hung here"),
+        (True, False, False, "", "not requeued (--no-requeue)"),
+        (False, True, False, "", ""),
     ],
 )
-def test_a_slurm_head_requeues_a_hung_attempt_unless_told_not_or_cancelled(
+def test_a_slurm_head_restarts_a_hung_attempt_in_place_or_requeues_unless_told_not_or_cancelled(
     run: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     no_requeue: bool,
     cancel: bool,
-    expected: str,
+    lost: bool,
+    decision: str,
+    said: str,
 ) -> None:
-    """The head's decision after a bad attempt (``backends/slurm_node.py``); the requeue itself,
+    """The head's decision after a bad attempt (``backends/slurm_node.py``): the same nodes go on at
+    once unless a node's task is gone, when SLURM must start it again. The requeue itself,
     ``scontrol requeue``, runs on the real cluster in tests/slurm/test_faults.py."""
     from launcher.backends import slurm_node
     from launcher.records.verdict import Verdict
     from launcher.rules.validate import validate
+    from launcher.run.nodelink import Link, PeerEnd
     from launcher.spec.launchspec import LaunchSpec, Slurm, Topology
 
     asked: list[str] = []
-    monkeypatch.setattr(slurm_node, "requeue", asked.append)
+    monkeypatch.setattr(slurm_node, "requeue", lambda job, exclude=(): asked.append(job) or "")
     attempt(run, 1, "hung")
     rundir.write_json(run / rundir.RUN, {"cancelled": cancel})
     spec = LaunchSpec(topology=Topology(procs=1), slurm=Slurm(enabled=True, no_requeue=no_requeue))
     task = slurm_node.NodeTask(validate(spec), run, 1, str(run))
-    requeued = task.requeue_after(Verdict("hung", 1, "hung here"), 1, "7")
-    assert requeued == (asked == ["7"]) == (not no_requeue and not cancel)
-    assert expected in capsys.readouterr().err
+    link = Link(0, ["n1", "n2"], {})
+    link.lost = PeerEnd(1, "n2", "lost", "is gone") if lost else None
+    assert task.restart_after_attempt(Verdict("hung", 1, "hung here"), 1, "7", link) == decision
+    assert asked == (["7"] if decision == "requeued" else [])
+    err = capsys.readouterr().err
+    assert said in err and bool(err) == bool(said), err

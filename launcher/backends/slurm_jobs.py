@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from launcher.records import rundir
@@ -31,10 +33,63 @@ def states(job_ids: list[str]) -> dict[str, str]:
     return found
 
 
-def requeue(job_id: str) -> None:
+def requeue(job_id: str, exclude: Sequence[str] = ()) -> str:
     """What submitit does on a time-out signal (``scontrol requeue``), for a job whose ranks saved
-    and stopped before the limit on their own."""
-    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=60)
+    and stopped before the limit on their own, or that failed. ``exclude``: nodes the requeued job
+    must not run on, added to its own exclusions; SLURM changes those only while the job pends, so
+    right after the requeue. Returns what stopped that, if anything: the job is requeued anyway."""
+    scontrol("requeue", job_id)
+    if not exclude:
+        return ""
+    try:
+        hosts = sorted({*exclusions(job_id), *exclude})
+        scontrol("update", f"JobId={job_id}", f"ExcNodeList={','.join(hosts)}")
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"requeued without excluding {', '.join(exclude)}: {err}"
+    return ""
+
+
+def scontrol(*argv: str) -> str:
+    """``scontrol``, also from inside the job it requeues: SLURM then sends the job's processes
+    SIGTERM (SIGKILL ``KillWait`` seconds later), which submitit's task lets pass; this call must
+    outlive it too."""
+    return subprocess.run(
+        ["scontrol", *argv],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    ).stdout
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    """``scontrol show job -o``: one line of Key=Value fields."""
+    line = scontrol("show", "job", "-o", job_id)
+    return dict(field.split("=", 1) for field in line.split() if "=" in field)
+
+
+def exclusions(job_id: str) -> list[str]:
+    """The job's excluded nodes, host names expanded (``n[3-4]`` is n3, n4)."""
+    listed = job_fields(job_id).get("ExcNodeList", "(null)")
+    return [] if listed in ("", "(null)") else scontrol("show", "hostnames", listed).split()
+
+
+UNUSABLE = ("down", "drain", "drng", "fail", "maint", "inval", "unk", "futr", "plnd")
+
+
+def usable_nodes(job_id: str) -> set[str]:
+    """The nodes of the job's partition that can run jobs now (``sinfo``)."""
+    partition = job_fields(job_id).get("Partition", "")
+    out = subprocess.run(
+        ["sinfo", "-h", "-N", "-p", partition, "-o", "%N %t"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    nodes = (line.split() for line in out.splitlines() if line.strip())
+    return {name for name, state in nodes if not state.rstrip("*~#!%$@^-").startswith(UNUSABLE)}
 
 
 def cancel(run_dir: Path, job_id: str) -> None:

@@ -6,6 +6,7 @@ record the verdict and requeue: on pre-emption, and after a failed or hung attem
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import subprocess
 import sys
@@ -16,24 +17,37 @@ from typing import Any
 
 from launcher import protocol
 from launcher.backends.base import Plan, rendered_for
-from launcher.backends.slurm_jobs import requeue
+from launcher.backends.slurm_jobs import exclusions, requeue, usable_nodes
 from launcher.backends.slurm_plan import NAME, plan
 from launcher.records import rundir
-from launcher.records.restarts import Restart, restart_after
+from launcher.records.restarts import Restart, faulty_hosts, restart_after
 from launcher.records.verdict import Verdict, record_verdict
+from launcher.rules.exclusion import FAULTS_TO_EXCLUDE, to_exclude
 from launcher.run import rendezvous, supervisor
-from launcher.run.nodelink import Link
+from launcher.run.nodelink import Link, PeerEnd
 from launcher.spec.decided import Resolved
 from launcher.spec.faults import hang_timeout
 
 SAVE_GRACE_SECONDS = 60.0  # of submitit's 90 s warning before the time limit, for the save
-FIRST_PORT, PORT_RANGE = 20000, 20000
+FIRST_PORT, JOBS_APART, PORTS_PER_JOB = 20000, 2000, 10
+IN_PLACE, REQUEUED = "in place", "requeued"  # what follows a failed or hung attempt
+NEXT = "next.json"  # in the attempt folder: the head's word on what follows it
+NEXT_WAIT_SECONDS = 60.0  # how long the other nodes wait for that word
+RESTARTABLE = ("failed", "hung")
 
 
-def port_for(job_id: str) -> int:
-    """The same on every node of a job, different for jobs running side by side."""
+def port_for(job_id: str, in_place: int = 0) -> int:
+    """The same on every node of a job, different for jobs running side by side and for each
+    restart in place (each uses two ports: torchrun's and the pre-flight's)."""
     digits = "".join(ch for ch in job_id.split("_")[0] if ch.isdigit()) or "0"
-    return FIRST_PORT + int(digits) % PORT_RANGE
+    return FIRST_PORT + (int(digits) % JOBS_APART) * PORTS_PER_JOB + (2 * in_place) % PORTS_PER_JOB
+
+
+def in_place_restarts(run_dir: Path, first_attempt: int) -> int:
+    """The attempts since ``first_attempt`` that were restarts in place (not SLURM's requeues)."""
+    numbers = [n for n in rundir.attempt_numbers(run_dir) if n >= first_attempt]
+    statuses = (rundir.read_json_quiet(rundir.attempt_path(run_dir, n) / rundir.STATUS) for n in numbers)
+    return sum(1 for status in statuses if status.get("in_place"))
 
 
 # ---------------------------------------------------------------- on the nodes
@@ -56,50 +70,96 @@ class NodeTask:
     def __call__(self) -> str:
         import submitit
 
-        started = time.time()  # this attempt's clock: the time limit starts again on requeue
+        started = time.time()  # the job's clock: its time limit starts again on requeue only
         job = submitit.JobEnvironment()
-        hosts = list(job.hostnames)
-        node_rank = job.node
+        hosts, node_rank, job_id = list(job.hostnames), job.node, str(job.job_id)
         attempt = self.attempt()
+        for in_place in itertools.count():
+            port = port_for(str(job.raw_job_id), in_place)
+            verdict, link = self.run_attempt(attempt, hosts, node_rank, job_id, port, started, in_place > 0)
+            if self.after(verdict, attempt, node_rank, job_id, link) != IN_PLACE:
+                break
+            attempt += 1
+        if verdict.state == "preempted":
+            if node_rank == 0 and "time limit" in verdict.message:
+                requeue(job_id)  # stopped before the limit by itself: no signal, no submitit
+            return verdict.state  # saved and stopped on purpose; the job is requeued
+        if verdict.exit_code != 0:
+            raise RuntimeError(f"ftlaunch: node {node_rank} ({hosts[node_rank]}): {verdict.message}")
+        return verdict.state
+
+    def run_attempt(
+        self,
+        attempt: int,
+        hosts: list[str],
+        node_rank: int,
+        job_id: str,
+        port: int,
+        started: float,
+        in_place: bool,
+    ) -> tuple[Verdict, Link]:
+        """Plan this node's part of the attempt, meet the other nodes, supervise its ranks."""
         resolved = self.resolved_for(attempt)  # always a SLURM spec: this module plans it
         rendered = rendered_for(resolved, self.run_dir, attempt)
         the_plan = plan(resolved, rendered, self.run_dir, attempt, self.cwd)
         attempt_dir = rundir.write_attempt(self.run_dir, attempt, the_plan.files())
         head = os.environ.get("FTLAUNCH_HEAD_ADDR") or hosts[0]
-        port = port_for(str(job.raw_job_id))
-        restart = self.restart_before(attempt) if attempt > self.first_attempt else None
         if node_rank == 0:
-            from launcher.machine import envreport
-
-            # The compute node's facts (the submit-time record described the login node), also
-            # for a requeued attempt, which no launcher wrote.
-            facts = envreport.at_launch(self.cwd, resolved.spec.recipe, NAME)
-            rundir.write_json(attempt_dir / rundir.ENVIRONMENT, facts)
-            rundir.update_status(
-                attempt_dir,
-                state="running",
-                backend=NAME,
-                job_id=job.job_id,
-                hosts=hosts,
-                started=time.time(),
-                world_size=the_plan.world_size,
-                head=f"{head}:{port}",
-                **({"restart": restart.number, "cause": restart.cause} if restart else {}),
-            )
+            self.record_start(attempt, attempt_dir, the_plan, job_id, hosts, f"{head}:{port}", in_place)
         link = Link(node_rank, hosts, {})
         verdict = self.run_node(the_plan, attempt_dir, node_rank, hosts, head, port, started, link)
-        records = node_rank == 0 or (node_rank == 1 and link.head_lost())  # the head could not
-        if records:
+        return verdict, link
+
+    def record_start(
+        self,
+        attempt: int,
+        attempt_dir: Path,
+        the_plan: Plan,
+        job_id: str,
+        hosts: list[str],
+        head: str,
+        in_place: bool,
+    ) -> None:
+        """The head's record of a starting attempt: the compute node's facts (the submit-time record
+        described the login node), also for an attempt no launcher wrote, and why it runs."""
+        from launcher.machine import envreport
+
+        restart = self.restart_before(attempt) if attempt > self.first_attempt else None
+        facts = envreport.at_launch(self.cwd, the_plan.resolved.spec.recipe, NAME)
+        rundir.write_json(attempt_dir / rundir.ENVIRONMENT, facts)
+        rundir.update_status(
+            attempt_dir,
+            state="running",
+            backend=NAME,
+            job_id=job_id,
+            hosts=hosts,
+            started=time.time(),
+            world_size=the_plan.world_size,
+            head=head,
+            **({"restart": restart.number, "cause": restart.cause} if restart else {}),
+            **({"in_place": True} if in_place else {}),
+        )
+
+    def after(self, verdict: Verdict, attempt: int, node_rank: int, job_id: str, link: Link) -> str:
+        """What follows this attempt: a restart in place, a requeue, or nothing. The head decides
+        (node 1 when the head is gone) and writes it into the attempt (``next.json``); the other
+        nodes of a failed or hung attempt wait for that word."""
+        attempt_dir = rundir.attempt_path(self.run_dir, attempt)
+        if node_rank == 0 or (node_rank == 1 and link.head_lost()):
             record_verdict(attempt_dir, verdict)
-            if self.requeue_after(verdict, attempt, str(job.job_id)):
-                return "requeued"
-        if verdict.state == "preempted":
-            if node_rank == 0 and "time limit" in verdict.message:
-                requeue(str(job.job_id))  # stopped before the limit by itself: no signal, no submitit
-            return verdict.state  # saved and stopped on purpose; the job is requeued
-        if verdict.exit_code != 0:
-            raise RuntimeError(f"ftlaunch: node {node_rank} ({hosts[node_rank]}): {verdict.message}")
-        return verdict.state
+            decided = self.restart_after_attempt(verdict, attempt, job_id, link)
+            if verdict.state in RESTARTABLE:
+                rundir.write_json(attempt_dir / NEXT, {"next": decided or "stop"})
+            return decided
+        if verdict.state not in RESTARTABLE:
+            return ""
+        deadline = time.monotonic() + NEXT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            said = rundir.read_json_quiet(attempt_dir / NEXT).get("next")
+            if said:
+                return str(said)
+            time.sleep(0.2)
+        return ""
 
     def resolved_for(self, attempt: int) -> Resolved:
         """A requeued job continues from the run's latest complete checkpoint (every node decides
@@ -126,24 +186,27 @@ class NodeTask:
         the job decided it; None after a pre-emption or a time limit."""
         return restart_after(self.run_dir, attempt - 1, self.restarts_allowed())[0]
 
-    def requeue_after(self, verdict: Verdict, attempt: int, job_id: str) -> bool:
-        """After a failed or hung attempt: requeue the job (every node restarts, from the latest
-        complete checkpoint) while ``--max-restarts`` allows; said on the console either way."""
-        if verdict.state not in ("failed", "hung") or cancelled(self.run_dir):
-            return False
+    def restart_after_attempt(self, verdict: Verdict, attempt: int, job_id: str, link: Link) -> str:
+        """After a failed or hung attempt, while ``--max-restarts`` allows: the next attempt starts
+        at once on the same nodes (IN_PLACE), from the latest complete checkpoint; or, when a node's
+        task is gone or a node should be left out, SLURM requeues the job (REQUEUED). Said on the
+        console either way; "" when nothing follows."""
+        if verdict.state not in RESTARTABLE or cancelled(self.run_dir):
+            return ""
         allowed = self.restarts_allowed()
         restart, why_not = restart_after(self.run_dir, attempt, allowed)
         if restart is None:
             why_not = "not requeued (--no-requeue)" if self.resolved.spec.slurm.no_requeue else why_not
             print(f"ftlaunch: {why_not}", file=sys.stderr, flush=True)
-            return False
-        print(
-            f"ftlaunch: requeueing job {job_id}: restart {restart.number}/{allowed} after {restart.cause}",
-            file=sys.stderr,
-            flush=True,
-        )
+            return ""
+        said = f"restart {restart.number}/{allowed} after {restart.cause}"
+        exclude = self.exclusions_after(attempt, job_id)
+        if not exclude and link.lost is None:
+            print(f"ftlaunch: restarting in place on the same nodes: {said}", file=sys.stderr, flush=True)
+            return IN_PLACE
+        print(f"ftlaunch: requeueing job {job_id}: {said}", file=sys.stderr, flush=True)
         try:
-            requeue(job_id)
+            trouble = requeue(job_id, exclude)
         except (OSError, subprocess.SubprocessError) as err:
             print(
                 f"ftlaunch: scontrol requeue {job_id} failed ({err}); "
@@ -151,12 +214,35 @@ class NodeTask:
                 file=sys.stderr,
                 flush=True,
             )
-            return False
-        return True
+            return ""
+        if trouble:
+            print(f"ftlaunch: {trouble}", file=sys.stderr, flush=True)
+        elif exclude:
+            rundir.update_status(rundir.attempt_path(self.run_dir, attempt), excluded=exclude)
+        return REQUEUED
+
+    def exclusions_after(self, attempt: int, job_id: str) -> list[str]:
+        """The nodes the requeued job leaves out from now on (``rules/exclusion.py``): a node the
+        attempts' faults happened on twice, while the partition keeps enough others; said on the
+        console and recorded in the attempt's status."""
+        faulty = faulty_hosts(self.run_dir, attempt)
+        if not any(count >= FAULTS_TO_EXCLUDE for count in faulty.values()):
+            return []
+        try:
+            excluded, usable = set(exclusions(job_id)), usable_nodes(job_id)
+        except (OSError, subprocess.SubprocessError) as err:
+            print(f"ftlaunch: cannot read the partition's nodes ({err}); no node excluded", file=sys.stderr)
+            return []
+        hosts, why_not = to_exclude(faulty, excluded, usable, self.resolved.spec.topology.nodes)
+        said = f"excluding {', '.join(hosts)} from job {job_id} (faults there in 2+ attempts)"
+        print(f"ftlaunch: {said if hosts else why_not}", file=sys.stderr, flush=True)
+        return hosts
 
     def attempt(self) -> int:
-        """Each requeue of the job is the next attempt; SLURM counts them for us."""
-        return self.first_attempt + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        """This task's attempt: each requeue of the job is the next one (SLURM counts them), and so
+        is each restart in place (the head marks those in their status when they start)."""
+        requeues = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        return self.first_attempt + requeues + in_place_restarts(self.run_dir, self.first_attempt)
 
     def run_node(
         self,
@@ -173,6 +259,7 @@ class NodeTask:
         try:
             link.join(rendezvous.barrier(node_rank, hosts, head, port + 1, timeout))
         except rendezvous.PreflightError as err:
+            link.lost = PeerEnd(-1, "?", "lost", str(err))  # a node that did not come: requeue
             print(str(err), file=sys.stderr, flush=True)
             with open(attempt_dir / rundir.LOGS / f"node{node_rank}.log", "a") as log:
                 log.write(f"{err}\n")

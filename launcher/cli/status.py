@@ -180,7 +180,7 @@ def show_detail(run: runs.RunInfo) -> None:
             print(f"  resumed: {resumed}")
         if s.get("restart"):
             print(f"  restart {cell(s['restart'])}, after: {cell(s.get('cause', '?'))}")
-        for key in ("job_id", "hosts", "head", "effective", "exit_code"):
+        for key in ("job_id", "hosts", "head", "fault_host", "excluded", "effective", "exit_code"):
             if s.get(key) not in (None, ""):
                 print(f"  {key}: {cell(s[key])}")
         if logged:

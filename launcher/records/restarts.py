@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.records import checkpoints, resume, rundir
+from launcher.records.faultnode import failures
 
 RESTARTABLE = {"hung", "failed"}
 
@@ -45,15 +46,6 @@ def status_of(run_dir: Path, attempt: int) -> dict[str, Any]:
     return rundir.read_json_quiet(rundir.attempt_path(run_dir, attempt) / rundir.STATUS)
 
 
-def failures(attempt_dir: Path) -> set[tuple[str, Any]]:
-    """(error, step) of every rank whose recipe raised."""
-    folder = attempt_dir / rundir.FAILURES
-    records = (
-        [rundir.read_json_quiet(p) for p in sorted(folder.glob("rank*.json"))] if folder.is_dir() else []
-    )
-    return {(str(r.get("error")), r.get("step")) for r in records if r.get("error")}
-
-
 def repeated_error(run_dir: Path, attempt: int) -> str | None:
     """The recipe's error that ended both this attempt and the one before, at the same step."""
     now = failures(rundir.attempt_path(run_dir, attempt))
@@ -63,3 +55,14 @@ def repeated_error(run_dir: Path, attempt: int) -> str | None:
         return None
     error, step = same[0]
     return f"the recipe raised {error!r} at step {step} in attempts {attempt - 1} and {attempt}"
+
+
+def faulty_hosts(run_dir: Path, attempts: int) -> dict[str, int]:
+    """How many of the run's attempts (1 to ``attempts``) each host was the fault node of, as each
+    attempt recorded it when it ended (``fault_host`` in its status)."""
+    counted: dict[str, int] = {}
+    for number in range(1, attempts + 1):
+        host = status_of(run_dir, number).get("fault_host")
+        if host:
+            counted[str(host)] = counted.get(str(host), 0) + 1
+    return counted

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.records import rundir
+from launcher.records.faultnode import fault_node
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: not finished, nothing lost, resumable
 
@@ -32,10 +33,15 @@ def interrupted_before_start(signum: int) -> Verdict:
     return Verdict("interrupted", 128 + signum, f"interrupted ({name}) before any process started")
 
 
-def record_node(attempt_dir: Path, node_rank: int, exit_code: int, verdict: Verdict) -> Verdict:
+def record_node(
+    attempt_dir: Path, node_rank: int, exit_code: int, verdict: Verdict, cut_short: bool = False
+) -> Verdict:
+    """This node's end; ``cut_short``: its supervisor ended the ranks itself (a hang, another node's
+    end), so a rank that died without a word here was not killed by the machine."""
     rundir.write_json(
         attempt_dir / rundir.NODES / f"node{node_rank}.json",
-        {"node_rank": node_rank, "host": os.uname().nodename, "exit_code": exit_code, "state": verdict.state},
+        {"node_rank": node_rank, "host": os.uname().nodename, "exit_code": exit_code, "state": verdict.state}
+        | ({"cut_short": True} if cut_short else {}),
     )
     return verdict
 
@@ -109,8 +115,10 @@ def record_verdict(attempt_dir: Path, verdict: Verdict) -> None:
     """The attempt's final state, with the effective numbers the ranks recorded."""
     effective_path = attempt_dir / rundir.EFFECTIVE
     effective = rundir.read_json(effective_path) if effective_path.exists() else {}
+    host = fault_host(attempt_dir) if verdict.state in ("failed", "hung") else None
     rundir.update_status(
         attempt_dir,
+        **({"fault_host": host} if host else {}),
         state=verdict.state,
         exit_code=verdict.exit_code,
         message=verdict.message,
@@ -118,3 +126,11 @@ def record_verdict(attempt_dir: Path, verdict: Verdict) -> None:
         completed_ranks=len(rundir.completed_ranks(attempt_dir)),
         effective=effective.get("summary", ""),
     )
+
+
+def fault_host(attempt_dir: Path) -> str | None:
+    """The host the attempt's fault happened on, when its records single one out."""
+    status = rundir.read_json_quiet(attempt_dir / rundir.STATUS)
+    node = fault_node(attempt_dir, int(status.get("world_size", 0) or 0))
+    hosts = status.get("hosts") or [os.uname().nodename]
+    return str(hosts[node]) if node is not None and node < len(hosts) else None

@@ -50,6 +50,7 @@ class Link:
         self._stop = threading.Event()
         self._heard_end = threading.Event()
         self.ended: PeerEnd | None = None  # the first peer that ended badly, once one did
+        self.lost: PeerEnd | None = None  # a peer whose task is gone (or never came): only SLURM restarts it
 
     def join(self, peers: Mapping[int, socket.socket]) -> None:
         """Take the barrier's open connections."""
@@ -152,7 +153,10 @@ class Link:
 
     def _peer(self, node: int, state: str, message: str) -> PeerEnd:
         self._forget(node)
-        return PeerEnd(node, self.hosts[node] if node < len(self.hosts) else "?", state, message)
+        end = PeerEnd(node, self.hosts[node] if node < len(self.hosts) else "?", state, message)
+        if state == "lost":
+            self.lost = self.lost or end
+        return end
 
     def _forget(self, node: int) -> None:
         """No longer listened to; still told how this node ends (the socket closes with the link:

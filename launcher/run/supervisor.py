@@ -234,7 +234,7 @@ def conclude(
         log_end.write(f"ftlaunch: node {node_rank}: {verdict.message}\n")
     if summary is not None:
         verdict = dataclasses.replace(verdict, report=(*verdict.report, f"  {summary}"))
-    return record_node(attempt_dir, node_rank, watched.exit_code, verdict)
+    return record_node(attempt_dir, node_rank, watched.exit_code, verdict, cut_short)
 
 
 def started_there(attempt_dir: Path, end: PeerEnd, world_size: int) -> bool:

@@ -8,29 +8,25 @@ The rule (``allowance``, its numbers in ``spec/faults.py``), with T the hang tim
 - before the trainer starts (loading, dataset preparation, op builds): not watched. Those can
   legitimately take an hour, and the process group's own timeout stays as the second line.
 
-Before ending the node, every rank is asked for its Python stack (``protocol.STACK_SIGNAL``); the
-report names the rank that stopped and where it was.
+Before ending the node, every rank's Python stack is collected (``run/stacks.py``: py-spy or
+faulthandler); the report names the rank that stopped and where it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import protocol
 from launcher.records import rundir
+from launcher.run.stacks import NOT_RUNNING, STOPPED, collect_stacks, innermost_frame, process_state
 from launcher.spec.faults import LONG_FACTOR, STEP_FACTOR
 
 WATCHED = {"first step": "long", "training": "step", "saving": "long", "evaluating": "long"}
 POLL_SECONDS = 1.0
-STACK_WAIT_SECONDS = 3.0  # for the ranks to write their stacks
 
 
 @dataclass(frozen=True)
@@ -163,41 +159,6 @@ class Watchdog:
         return lines
 
 
-def collect_stacks(attempt_dir: Path, beats: tuple[Beat, ...]) -> dict[int, str | None]:
-    """Ask each rank for its stack; what each wrote, or None when it could not (a stopped process
-    handles no signal, a dead one has none)."""
-    folder = attempt_dir / rundir.LOGS / rundir.STACKS
-    sizes = {b.rank: _size(folder / f"rank{b.rank}.txt") for b in beats}
-    asked = []
-    for b in beats:
-        if process_state(b.pid) in NOT_RUNNING:
-            continue  # a stopped process handles no signal until it runs again
-        with contextlib.suppress(OSError):
-            os.kill(b.pid, protocol.STACK_SIGNAL)
-            asked.append(b)
-    deadline = time.monotonic() + STACK_WAIT_SECONDS
-    while time.monotonic() < deadline and any(
-        _size(folder / f"rank{b.rank}.txt") <= sizes[b.rank] for b in asked
-    ):
-        time.sleep(0.1)
-    time.sleep(0.2 if asked else 0)  # the dump of the last thread may still be being written
-    out: dict[int, str | None] = {}
-    for b in beats:
-        path = folder / f"rank{b.rank}.txt"
-        with contextlib.suppress(OSError), open(path, errors="replace") as stream:
-            stream.seek(sizes[b.rank])
-            out[b.rank] = stream.read() or None
-        out.setdefault(b.rank, None)
-    return out
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 def describe(beat: Beat, seconds: float, stack: str | None, first: bool) -> str:
     """``rank 1 (node 0) made no progress for 62 s at step 15 (training): <where>``."""
     step = f"step {beat.step}" if beat.step is not None else "its first step"
@@ -206,46 +167,12 @@ def describe(beat: Beat, seconds: float, stack: str | None, first: bool) -> str:
     return f"rank {beat.rank} (node {beat.node}) {what} for {seconds:.0f} s {at}: {where(beat, stack)}"
 
 
-NOT_RUNNING = {"stopped", "tracing-stop", "zombie", "dead", None}
-
-
 def where(beat: Beat, stack: str | None) -> str:
     state = process_state(beat.pid)
-    if state in ("stopped", "tracing-stop"):
-        return "the process is stopped (SIGSTOP, or a debugger holds it)"
+    frame = innermost_frame(stack or "")
+    if state in STOPPED:
+        stopped = "the process is stopped (SIGSTOP, or a debugger holds it)"
+        return f"{stopped} in {frame}" if frame else stopped
     if state in NOT_RUNNING:
         return "the process is gone"
-    frame = innermost_frame(stack or "")
     return f"in {frame}" if frame else f"no stack (the process is {state} and did not answer)"
-
-
-def process_state(pid: int) -> str | None:
-    import psutil
-
-    try:
-        return str(psutil.Process(pid).status())
-    except psutil.Error:
-        return None
-
-
-FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
-
-
-def innermost_frame(stack: str) -> str | None:
-    """From a faulthandler dump (most recent call first): the innermost frame of the deepest thread,
-    the one that trains (a data loader's or a logger's thread is shallow)."""
-    threads: list[list[re.Match[str]]] = []
-    for line in stack.splitlines():
-        if line.startswith(("Thread 0x", "Current thread 0x")):
-            threads.append([])
-        elif threads and (match := FRAME.match(line)):
-            threads[-1].append(match)
-    deepest = max(threads, key=len, default=[])
-    if not deepest:
-        return None
-    top = deepest[0]
-    return f"{top['func']} ({short_path(top['file'])}:{top['line']})"
-
-
-def short_path(path: str) -> str:
-    return path.split("site-packages/", 1)[-1]

@@ -1,6 +1,10 @@
-"""``jobs/sft.py`` with one fault, chosen by ``FTLAUNCH_TEST_FAULT``, for the hard-fault tests:
+"""``jobs/sft.py`` with faults chosen by ``FTLAUNCH_TEST_FAULT`` (several joined by ``;``), for the
+hard-fault tests:
 
-- ``raise@STEP``: every attempt raises at that step, as a bug in a recipe would;
+- ``raise@STEP``: every attempt raises at that step, as a bug in a recipe would; ``raise@STEP,A``:
+  from a SLURM job's A-th attempt on;
+- ``kill@STEP,A``: the rank kills itself (SIGKILL) at that step in a SLURM job's first A attempts
+  (a machine fault: a killed rank, or a node's OOM killer);
 - ``slow_save@SECONDS``: the first save of each attempt takes that much longer (healthy, slow);
 - ``save_sleep@A,B,N``: every save takes A seconds longer, from the N-th save of an attempt on B
   (a save whose cost changes, as under disk pressure).
@@ -9,6 +13,7 @@ The callback goes right after transformers' flow callback, before any other, so 
 still a save to everything that watches the run."""
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,7 +25,19 @@ import sft
 import transformers.trainer
 from transformers import TrainerCallback
 
-KIND, _, VALUE = os.environ.get("FTLAUNCH_TEST_FAULT", "").partition("@")
+FAULTS = dict(f.partition("@")[::2] for f in os.environ.get("FTLAUNCH_TEST_FAULT", "").split(";") if f)
+KIND, VALUE = next(iter(FAULTS.items()), ("", ""))
+ATTEMPT = 1 + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)  # 1 outside SLURM
+
+
+def at(fault: str, step: int) -> bool:
+    """Whether ``fault`` (``STEP`` or ``STEP,A``) strikes at this step of this attempt."""
+    at_step, _, attempts = FAULTS[fault].partition(",")
+    if step != int(at_step):
+        return False
+    if fault == "kill":
+        return int(attempts) >= ATTEMPT
+    return int(attempts or 1) <= ATTEMPT
 
 
 class Fault(TrainerCallback):
@@ -28,7 +45,9 @@ class Fault(TrainerCallback):
     saves = 0
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if KIND == "raise" and state.global_step == int(VALUE):
+        if "kill" in FAULTS and at("kill", state.global_step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if "raise" in FAULTS and at("raise", state.global_step):
             raise ValueError(f"a bug in the recipe at step {state.global_step}")
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
