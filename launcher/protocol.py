@@ -23,6 +23,7 @@ STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 SUPERVISOR_PID = "FTLAUNCH_SUPERVISOR_PID"  # tells the ranks whose death must end them too
 MODE_ENV = "FTLAUNCH_CONSOLE"  # "all": every rank's output, raw
 DEADLINE_ENV = "FTLAUNCH_DEADLINE"  # epoch seconds by which the last checkpoint must be on disk
+ATTEMPT_ENV = "FTLAUNCH_ATTEMPT"  # set in every rank: the attempt number (1, 2, ...) it belongs to
 
 PR_SET_PDEATHSIG = 1
 

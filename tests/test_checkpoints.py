@@ -84,6 +84,17 @@ def by_step(output_dir: Path) -> dict[int, Checkpoint]:
     return {c.step: c for c in checkpoints.scan(output_dir)}
 
 
+def test_committed_presets_train_with_plain_accelerate(trained: dict[str, Path]) -> None:
+    """The presets are for users who launch by hand: ``accelerate launch`` with a preset (every
+    trainer-owned number "auto") trains the recipe on 2 processes, no ftlaunch involved; the
+    fixture's three runs are exactly that, with the ZeRO-2, DDP and ZeRO-3 presets."""
+    for name, deepspeed in (("zero2", True), ("ddp", False), ("zero3", True)):
+        checkpoint = sorted(trained[name].glob("checkpoint-*"))[-1]
+        assert (checkpoint / f"global_step{checkpoint.name.split('-')[1]}").is_dir() == deepspeed, name
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        assert state["train_batch_size"] == 2 and any("loss" in e for e in state["log_history"]), name
+
+
 # --- complete checkpoints -----------------------------------------------------------------------
 
 

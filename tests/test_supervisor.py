@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from launcher.run import supervisor
+
 CODE = """
 import os, signal, sys, threading, time
 from pathlib import Path
+
+import pytest
+
+from launcher.run import supervisor
 from launcher.run import supervisor, tree
 
 attempt = Path(sys.argv[1])
@@ -45,3 +54,24 @@ def test_a_signal_taken_by_another_thread_before_the_spawn_still_ends_the_node(t
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["interrupted", "143"], done.stdout + done.stderr[-2000:]
     assert time.monotonic() - started < 30
+
+
+def test_waiting_for_the_ranks_in_a_signal_handler_sees_them_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit's pre-emption handler waits for the ranks while the main thread it interrupted is
+    inside ``proc.wait()``: the command's exit must be seen at once, not after the whole grace."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    monkeypatch.setattr(supervisor, "CURRENT", proc)
+    seen: list[tuple[bool, float]] = []
+
+    def on_alarm(signum: int, frame: object) -> None:
+        started = time.monotonic()
+        seen.append((supervisor.wait_for_ranks(timeout=20), time.monotonic() - started))
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        proc.wait()
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    ((exited, took),) = seen
+    assert exited and took < 3, took

@@ -77,7 +77,10 @@ class NodeTask:
         for in_place in itertools.count():
             port = port_for(str(job.raw_job_id), in_place)
             verdict, link = self.run_attempt(attempt, hosts, node_rank, job_id, port, started, in_place > 0)
-            if self.after(verdict, attempt, node_rank, job_id, link) != IN_PLACE:
+            follows = self.after(verdict, attempt, node_rank, job_id, link)
+            if follows == REQUEUED:
+                return follows
+            if follows != IN_PLACE:
                 break
             attempt += 1
         if verdict.state == "preempted":

@@ -179,10 +179,13 @@ def show_detail(run: runs.RunInfo) -> None:
         if resumed:
             print(f"  resumed: {resumed}")
         if s.get("restart"):
-            print(f"  restart {cell(s['restart'])}, after: {cell(s.get('cause', '?'))}")
+            how = " (in place)" if s.get("in_place") else ""
+            print(f"  restart {cell(s['restart'])}{how}, after: {cell(s.get('cause', '?'))}")
         for key in ("job_id", "hosts", "head", "fault_host", "excluded", "effective", "exit_code"):
-            if s.get(key) not in (None, ""):
-                print(f"  {key}: {cell(s[key])}")
+            value = s.get(key)
+            if value not in (None, ""):
+                shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+                print(f"  {key}: {cell(shown)}")
         if logged:
             print(f"  last logged: step {cell(logged.get('step'))} {shown_metric(logged)}")
         saved = describe_saves(saves_of(attempt.path))

@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     end_with_the_launch()
     attempt_dir, recipe, recipe_args = parse_args(sys.argv[1:] if argv is None else argv)
     refuse_ended_attempt(attempt_dir)
+    os.environ[protocol.ATTEMPT_ENV] = attempt_dir.name  # the recipe may read which attempt it is
     say_phase(attempt_dir, "loading libraries")
     decided = attempt_dir / DECIDED_FILE
     resolved = Resolved.from_dict(rundir.read_json(decided), str(decided))

@@ -14,16 +14,16 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from launcher.records import rundir
-
-if TYPE_CHECKING:
-    from launcher.run import console
 from launcher.protocol import SUPERVISOR_PID
+from launcher.records import rundir
 from launcher.records.verdict import Verdict, interrupted_before_start, judge, record_node
+from launcher.run.nodelink import Link, PeerEnd
+from launcher.run.stacks import process_state
 from launcher.run.tree import (
     Interruption,
     ProcessTree,
@@ -33,10 +33,10 @@ from launcher.run.tree import (
     start_child,
 )
 from launcher.run.watchdog import Watchdog
+from launcher.spec.faults import DEFAULT_HANG_TIMEOUT
 
 if TYPE_CHECKING:
-    from launcher.run.nodelink import Link, PeerEnd
-from launcher.spec.faults import DEFAULT_HANG_TIMEOUT
+    from launcher.run import console
 
 CURRENT: subprocess.Popen[bytes] | None = None  # the node command being supervised, if any
 
@@ -47,10 +47,14 @@ def wait_for_ranks(timeout: float) -> bool:
     proc = CURRENT
     if proc is None:
         return True
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False
+    # Not proc.wait(): this runs in submitit's signal handler, which interrupts the main thread
+    # inside proc.wait(), whose lock it holds: a second wait could only time out. An exited
+    # command is a zombie until that first wait reaps it.
+    deadline = time.monotonic() + timeout
+    while proc.returncode is None and process_state(proc.pid) not in ("zombie", "dead", None):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
     return True
 
 

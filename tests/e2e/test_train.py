@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import JOBS, REPO, TRAIN_ARGS, Launch, ftlaunch
+from .conftest import TRAIN_ARGS, Launch, ftlaunch
 
 pytestmark = pytest.mark.e2e
 
@@ -149,31 +149,3 @@ def test_conflicting_flag_fails_before_model_load(e2e_env: dict[str, str], tmp_p
     assert launch.json("status.json")["state"] == "refused"
     assert "loading weights" not in launch.output.lower()
     assert not out.exists()
-
-
-def test_committed_preset_works_with_plain_accelerate(e2e_env: dict[str, str], tmp_path: Path) -> None:
-    """The presets are for users who launch by hand: `accelerate launch` with the ZeRO-2 preset
-    (every trainer-owned number "auto") trains a recipe on 2 processes, no ftlaunch involved."""
-    out = tmp_path / "out"
-    launch = "--config_file accelerate_configs/zero2.yaml --num_processes 2 --main_process_port 0"
-    recipe_args = f"--use_peft --output_dir {out} --per_device_train_batch_size 2 {TRAIN_ARGS}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            *launch.split(),
-            str(JOBS / "sft.py"),
-            *recipe_args.split(),
-        ],
-        env=e2e_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    (checkpoint,) = sorted(out.glob("checkpoint-*"))
-    assert (checkpoint / "global_step2").is_dir(), "a DeepSpeed checkpoint was expected"
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert state["train_batch_size"] == 2 and any("loss" in e for e in state["log_history"])

@@ -2,8 +2,8 @@
 hard-fault tests:
 
 - ``raise@STEP``: every attempt raises at that step, as a bug in a recipe would; ``raise@STEP,A``:
-  from a SLURM job's A-th attempt on;
-- ``kill@STEP,A``: the rank kills itself (SIGKILL) at that step in a SLURM job's first A attempts
+  from the run's A-th attempt on;
+- ``kill@STEP,A``: the rank kills itself (SIGKILL) at that step in the run's first A attempts
   (a machine fault: a killed rank, or a node's OOM killer);
 - ``slow_save@SECONDS``: the first save of each attempt takes that much longer (healthy, slow);
 - ``save_sleep@A,B,N``: every save takes A seconds longer, from the N-th save of an attempt on B
@@ -27,7 +27,8 @@ from transformers import TrainerCallback
 
 FAULTS = dict(f.partition("@")[::2] for f in os.environ.get("FTLAUNCH_TEST_FAULT", "").split(";") if f)
 KIND, VALUE = next(iter(FAULTS.items()), ("", ""))
-ATTEMPT = 1 + int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)  # 1 outside SLURM
+ATTEMPT = int(os.environ["FTLAUNCH_ATTEMPT"])  # the rank's entry sets it
+print(f"faulty_sft: attempt {ATTEMPT} faults {FAULTS}", file=sys.stderr, flush=True)  # said in the log
 
 
 def at(fault: str, step: int) -> bool:

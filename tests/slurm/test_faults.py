@@ -60,7 +60,22 @@ def ended(attempt: Path) -> float | None:
     return float(status["ended"]) if "ended" in status else None
 
 
-def test_a_stopped_rank_a_killed_rank_a_lost_node_and_a_preemption_each_requeue_the_job(
+def first_step(attempt: Path) -> float:
+    records = [json.loads(line) for line in (attempt / rundir.METRICS).read_text().splitlines()]
+    return min(float(r["time"]) for r in records if "loss" in r)
+
+
+def print_restart_times(attempts: list[Path]) -> None:
+    """What the README quotes (``pytest -s``): a fresh start's time to its first step, and each
+    restart's from the end of the attempt before it."""
+    fresh = first_step(attempts[0]) - float(rundir.read_json(attempts[0] / rundir.STATUS)["started"])
+    print(f"\nfresh start to first step: {fresh:.1f} s")
+    for before, after in itertools.pairwise(attempts):
+        took = first_step(after) - (ended(before) or 0)
+        print(f"{after.name}: end of {before.name} to first step {took:.1f} s ({took / fresh:.2f}x)")
+
+
+def test_a_stopped_rank_a_killed_rank_a_lost_node_and_a_preemption_each_restart_the_job(
     slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
@@ -91,7 +106,10 @@ def test_a_stopped_rank_a_killed_rank_a_lost_node_and_a_preemption_each_requeue_
     statuses = [rundir.read_json(a / rundir.STATUS) for a in attempts]
     assert [s["state"] for s in statuses] == ["hung", "failed", "failed", "requeued", "finished"], statuses
     assert [s.get("restart") for s in statuses] == [None, 1, 2, 3, None], "a pre-emption is no restart"
-    assert len(only_run(runs).job_ids) == 1, "every restart is a requeue of the same job"
+    assert len(only_run(runs).job_ids) == 1, "every restart is in the same job"
+    in_place = [bool(s.get("in_place")) for s in statuses]
+    assert in_place == [False, True, True, False, False], "only a lost node (and SLURM's USR2) requeues"
+    print_restart_times(attempts)
 
     # The stopped rank: found on its own node within the timeout, named on the head, stacks kept.
     hang = rundir.read_json(first / rundir.HANGS / "node1.json")
@@ -108,6 +126,12 @@ def test_a_stopped_rank_a_killed_rank_a_lost_node_and_a_preemption_each_requeue_
     assert (ended(third) or 1e12) - lost_at < 15, statuses[2]
     assert "node 1 (n2) is gone" in statuses[2]["message"], statuses[2]
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
+
+    # The last attempt trained to the end on both nodes, one process each; SLURM says so too.
+    markers = [rundir.read_json(p) for p in (attempts[4] / rundir.DONE).glob("rank*.json")]
+    assert sorted(m["rank"] for m in markers) == [0, 1] and {m["world_size"] for m in markers} == {2}
+    assert len(set(statuses[4]["hosts"])) == 2
+    wait_for(lambda: sacct_state(run.job_ids[0], slurm_env) == "COMPLETED", 60, "SLURM to say COMPLETED")
 
     # The pre-emption: every rank saved at the step the signal arrived; attempt 5 resumed there.
     saved = rundir.read_json(attempts[3] / rundir.PREEMPTED)["step"]
@@ -130,9 +154,9 @@ def test_a_node_that_failed_twice_is_excluded_and_a_repeated_recipe_error_is_not
     slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A 1-node job on the 2-node partition: its rank is killed on the same node in attempts 1
-    and 2, so the requeue leaves that node out and attempt 3 runs on the other; there the recipe
-    raises at step 5, and again in attempt 4, which ends the job (the recipe's error, not the
-    machine's: no requeue)."""
+    and 2 (the first restart is in place), so the job is requeued leaving that node out, and
+    attempt 3 runs on the other; there the recipe raises at step 5, and again in attempt 4 (in
+    place), which ends the job: the recipe's error, not the machine's."""
     runs = tmp_path / "runs"
     env = {**slurm_env, "FTLAUNCH_TEST_FAULT": "kill@3,2;raise@5,3"}
     flags = ["--slurm", "--nodes", "1", "--procs", "1", "--partition", "debug", "--zero", "0"]
@@ -150,6 +174,7 @@ def test_a_node_that_failed_twice_is_excluded_and_a_repeated_recipe_error_is_not
     statuses = [a.status for a in attempts]
     assert [s["state"] for s in statuses] == ["failed"] * 4, statuses
     assert [s.get("restart") for s in statuses] == [None, 1, 2, 3]
+    assert [bool(s.get("in_place")) for s in statuses] == [False, True, False, True], "requeued to exclude"
     hosts = [s["hosts"][0] for s in statuses]
     assert hosts[0] == hosts[1] and hosts[2] == hosts[3] != hosts[0], hosts
     assert [s.get("fault_host") for s in statuses] == [hosts[0], hosts[0], None, None], statuses

@@ -69,7 +69,7 @@ def status_row(runs: Path, env: dict[str, str], cwd: Path) -> list[str]:
     return row.split()
 
 
-@pytest.mark.parametrize("nodes", [1, 2])
+@pytest.mark.parametrize("nodes", [1])  # 2 nodes: the last attempt of tests/slurm/test_faults.py
 def test_training_job_runs_to_completion_on_every_node(
     nodes: int, slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
