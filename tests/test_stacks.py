@@ -16,7 +16,7 @@ import pytest
 
 from launcher import protocol
 from launcher.records import rundir
-from launcher.run.stacks import collect_stacks, innermost_frame, py_spy
+from launcher.run.stacks import collect_stacks, innermost_frame, process_state, py_spy
 from launcher.run.watchdog import Beat, where
 
 RANK = """
@@ -51,6 +51,14 @@ def rank(tmp_path: Path) -> Iterator[Rank]:
     proc.wait()
 
 
+def stop(rank: Rank) -> None:
+    """SIGSTOP, and wait until the kernel has stopped it (the signal is delivered asynchronously)."""
+    os.kill(rank.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while process_state(rank.pid) != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_a_running_rank_writes_its_own_stack_on_the_signal(tmp_path: Path, rank: Rank) -> None:
     stacks = collect_stacks(tmp_path, (rank,), spy=False)
     assert innermost_frame(stacks[3] or "") == "waits_in_a_collective (<string>:6)", stacks
@@ -59,7 +67,7 @@ def test_a_running_rank_writes_its_own_stack_on_the_signal(tmp_path: Path, rank:
 
 
 def test_a_stopped_rank_has_no_stack_without_py_spy(tmp_path: Path, rank: Rank) -> None:
-    os.kill(rank.pid, signal.SIGSTOP)
+    stop(rank)
     started = time.monotonic()
     assert collect_stacks(tmp_path, (rank,), spy=False) == {3: None}
     assert time.monotonic() - started < 1, "a stopped rank is not waited for"
@@ -68,7 +76,7 @@ def test_a_stopped_rank_has_no_stack_without_py_spy(tmp_path: Path, rank: Rank) 
 def test_py_spy_reads_a_stopped_rank_and_the_report_says_where_it_stopped(tmp_path: Path, rank: Rank) -> None:
     spy = py_spy()
     assert spy is not None, "py-spy is a test dependency: pip install -e '.[test]'"
-    os.kill(rank.pid, signal.SIGSTOP)
+    stop(rank)
     stacks = collect_stacks(tmp_path, (rank,), spy=spy)
     assert "py-spy dump" in (tmp_path / rundir.LOGS / rundir.STACKS / "rank3.txt").read_text()
     beat = Beat(rank=3, node=0, pid=rank.pid, phase="training", step=5, time=time.time())

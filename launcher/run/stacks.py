@@ -56,7 +56,7 @@ def collect_stacks(
     sizes = {r.rank: _size(folder / f"rank{r.rank}.txt") for r in ranks}
     states = {r.rank: process_state(r.pid) for r in ranks}
     alive = [r for r in ranks if states[r.rank] not in ("zombie", "dead", None)]
-    read = dump_with_py_spy(spy, alive, folder, states) if spy else set()
+    read = dump_with_py_spy(spy, alive, folder) if spy else set()
     asked = [r for r in alive if r.rank not in read and states[r.rank] not in STOPPED]
     for r in asked:
         with contextlib.suppress(OSError):
@@ -76,14 +76,15 @@ def collect_stacks(
     return out
 
 
-def dump_with_py_spy(spy: str, ranks: list[Rank], folder: Path, states: dict[int, str | None]) -> set[int]:
-    """py-spy on every rank at once (``--nonblocking`` for a stopped one: py-spy cannot suspend
-    what is already stopped); the ranks it read. A failed dump (no ptrace permission in a
-    container, say) leaves that rank to faulthandler."""
+def dump_with_py_spy(spy: str, ranks: list[Rank], folder: Path) -> set[int]:
+    """py-spy on every rank at once; the ranks it read. ``--nonblocking``: py-spy reads the
+    process's memory without suspending it, which also works on a stopped process (that py-spy
+    cannot suspend) and one in uninterruptible sleep; a rank that makes no progress has a stable
+    stack anyway. A failed dump (no ptrace permission in a container, say) leaves that rank to
+    faulthandler."""
     running: dict[int, subprocess.Popen[bytes]] = {}
     for r in ranks:
-        argv = [spy, "dump", "--pid", str(r.pid)]
-        argv += ["--nonblocking"] if states[r.rank] in STOPPED else []
+        argv = [spy, "dump", "--nonblocking", "--pid", str(r.pid)]
         with contextlib.suppress(OSError):
             running[r.rank] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + PY_SPY_SECONDS

@@ -1,8 +1,9 @@
 """Equivalence: the same recipe and global batch train the same way on every topology.
 
 Tiny model, fp32, fixed seed, global batch 4, 10 optimizer steps: 1 process x accumulation 4,
-2 processes x accumulation 2 and 2 processes x micro 2, each under DDP and ZeRO-1/2/3, SFT full and
-LoRA. Every per-step loss must match the reference (1 process, plain DDP) within TOLERANCE. The data
+2 processes x accumulation 2 and 2 processes x micro 2, each under DDP and ZeRO-1/2/3, SFT full;
+LoRA on 2 processes x accumulation 2 under each, and under ZeRO-3 on the other two (``CASES``).
+Every per-step loss must match the reference (1 process, plain DDP) within TOLERANCE. The data
 (64 samples) is a multiple of every micro x world, so accelerate's even_batches never pads (the one
 documented condition under which world sizes differ); LoRA dropout is 0 (dropout draws per rank).
 ``ftlaunch compare`` is checked on the same runs, and on one with another global batch.
@@ -31,7 +32,11 @@ TOPOLOGIES = {"1x4": (1, 1, 4), "2x2": (2, 1, 2), "2xmicro2": (2, 2, 1)}  # proc
 STAGES = (0, 1, 2, 3)
 METHODS = {"full": [], "lora": ["--use_peft", "--lora_dropout", "0"]}
 REFERENCE = ("1x4", 0)  # 1 process, plain DDP: what every other case is held against
-CASES = [(m, t, z) for m in METHODS for t in TOPOLOGIES for z in STAGES if (t, z) != REFERENCE]
+# Full fine-tuning on every topology and stage; LoRA on 2 processes x accumulation 2 at every stage
+# and under ZeRO-3 (where its few trainable parameters are partitioned) on the other two topologies:
+# the topology's arithmetic is LoRA's as much as full fine-tuning's, so the other 5 would repeat it.
+CASES = [("full", t, z) for t in TOPOLOGIES for z in STAGES if (t, z) != REFERENCE]
+CASES += [("lora", "2x2", z) for z in STAGES] + [("lora", t, 3) for t in ("1x4", "2xmicro2")]
 RECIPE_ARGS = [
     *f"--max_steps {STEPS} --logging_steps 1 --report_to none --learning_rate 1e-3".split(),
     *["--seed", "7", "--lr_scheduler_type", "constant"],
@@ -107,7 +112,7 @@ def test_every_topology_and_stage_trains_like_one_process(
 
 
 def test_compare_flags_another_global_batch_and_passes_equal_runs(runs: Runs) -> None:
-    same = [runs[("lora", "1x4", 0)], runs[("lora", "2x2", 3)], runs[("lora", "2xmicro2", 2)]]
+    same = [runs[("lora", "1x4", 0)], runs[("lora", "2x2", 3)], runs[("lora", "2xmicro2", 3)]]
     other = launch(runs.root, "lora", "2x2", 2, global_batch=8)
     done = subprocess.run(
         [sys.executable, "-m", "launcher", "compare", *map(str, [*same, other])],

@@ -181,32 +181,16 @@ def assert_plotted(run: Path, attempts: list[dict[int, float]], resumed_at: int)
     assert pixels.shape[0] > 400 and pixels.shape[1] > 400 and pixels.std() > 0.05
 
 
-def test_a_fresh_launch_into_used_checkpoints_is_refused(e2e_env: dict[str, str], tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    argv = [
-        *command(tmp_path / "runs", 0)[: -len(RECIPE_ARGS.split())],
-        "--max_steps",
-        "4",
-        "--output_dir",
-        str(out),
-    ]
-    run_to_end(argv, e2e_env)
-    again = subprocess.run(argv, cwd=REPO, env=e2e_env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 2
-    assert "ftlaunch resume" in again.stderr and str(out) in again.stderr
-
-
 def test_a_run_saves_and_stops_before_its_time_limit(e2e_env: dict[str, str], tmp_path: Path) -> None:
     """With a deadline (on SLURM: the job's start plus --time), the ranks stop while one more step and
-    a save still fit, and say why; the checkpoint is complete and the run ends before the limit."""
+    a save still fit, and say why; the checkpoint is complete and the run ends before the limit.
+    Then a fresh launch into those checkpoints is refused: it would train over them."""
     deadline = time.time() + 45
     env = {**e2e_env, "FTLAUNCH_DEADLINE": str(deadline)}
+    out = tmp_path / "out"
     argv = [
         *command(tmp_path / "runs", 2)[: -len(RECIPE_ARGS.split())],
-        "--max_steps",
-        "100000",
-        "--report_to",
-        "none",
+        *["--max_steps", "100000", "--report_to", "none", "--output_dir", str(out)],
     ]
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 75, done.stderr[-3000:]
@@ -214,6 +198,7 @@ def test_a_run_saves_and_stops_before_its_time_limit(e2e_env: dict[str, str], tm
     attempt = list_runs(tmp_path / "runs")[-1].latest.path  # type: ignore[union-attr]
     record = rundir.read_json(attempt / rundir.PREEMPTED)
     assert "stopping before the time limit" in record["reason"] and "s left" in record["reason"]
-    assert (
-        attempt.parent.parent / rundir.CHECKPOINTS / f"checkpoint-{record['step']}" / "ftlaunch_complete.json"
-    ).exists()
+    assert (out / f"checkpoint-{record['step']}" / "ftlaunch_complete.json").exists()
+    again = subprocess.run(argv, cwd=REPO, env=e2e_env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2
+    assert "ftlaunch resume" in again.stderr and str(out) in again.stderr

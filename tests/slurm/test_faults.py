@@ -60,21 +60,6 @@ def ended(attempt: Path) -> float | None:
     return float(status["ended"]) if "ended" in status else None
 
 
-def first_step(attempt: Path) -> float:
-    records = [json.loads(line) for line in (attempt / rundir.METRICS).read_text().splitlines()]
-    return min(float(r["time"]) for r in records if "loss" in r)
-
-
-def print_restart_times(attempts: list[Path]) -> None:
-    """What the README quotes (``pytest -s``): a fresh start's time to its first step, and each
-    restart's from the end of the attempt before it."""
-    fresh = first_step(attempts[0]) - float(rundir.read_json(attempts[0] / rundir.STATUS)["started"])
-    print(f"\nfresh start to first step: {fresh:.1f} s")
-    for before, after in itertools.pairwise(attempts):
-        took = first_step(after) - (ended(before) or 0)
-        print(f"{after.name}: end of {before.name} to first step {took:.1f} s ({took / fresh:.2f}x)")
-
-
 def test_a_stopped_rank_a_killed_rank_a_lost_node_and_a_preemption_each_restart_the_job(
     slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -109,7 +94,6 @@ def test_a_stopped_rank_a_killed_rank_a_lost_node_and_a_preemption_each_restart_
     assert len(only_run(runs).job_ids) == 1, "every restart is in the same job"
     in_place = [bool(s.get("in_place")) for s in statuses]
     assert in_place == [False, True, True, False, False], "only a lost node (and SLURM's USR2) requeues"
-    print_restart_times(attempts)
 
     # The stopped rank: found on its own node within the timeout, named on the head, stacks kept.
     hang = rundir.read_json(first / rundir.HANGS / "node1.json")
