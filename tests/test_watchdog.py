@@ -242,6 +242,7 @@ def test_with_other_nodes_a_merely_waiting_node_lets_the_culprits_node_act_first
             "restarting in place on the same nodes: restart 1/2 after attempt 1",
         ),
         (False, False, True, "requeued", "requeueing job 7: restart 1/2 after attempt 1 hung here"),
+        (False, False, False, "", "not restarted: job 7 is CANCELLED"),  # scancel by hand, say
         (True, False, False, "", "not requeued (--no-requeue)"),
         (False, True, False, "", ""),
     ],
@@ -267,6 +268,9 @@ def test_a_slurm_head_restarts_a_hung_attempt_in_place_or_requeues_unless_told_n
 
     asked: list[str] = []
     monkeypatch.setattr(slurm_node, "requeue", lambda job, exclude=(): asked.append(job) or "")
+    monkeypatch.setattr(
+        slurm_node, "job_state", lambda job: "CANCELLED" if "CANCELLED" in said else "RUNNING"
+    )
     attempt(run, 1, "hung")
     rundir.write_json(run / rundir.RUN, {"cancelled": cancel})
     spec = LaunchSpec(topology=Topology(procs=1), slurm=Slurm(enabled=True, no_requeue=no_requeue))

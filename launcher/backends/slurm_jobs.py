@@ -69,6 +69,15 @@ def job_fields(job_id: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in line.split() if "=" in field)
 
 
+def job_state(job_id: str) -> str:
+    """SLURM's state of a job, as its controller has it now (``RUNNING``, ``CANCELLED``, ...);
+    empty when it cannot be asked."""
+    try:
+        return job_fields(job_id).get("JobState", "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def exclusions(job_id: str) -> list[str]:
     """The job's excluded nodes, host names expanded (``n[3-4]`` is n3, n4)."""
     listed = job_fields(job_id).get("ExcNodeList", "(null)")

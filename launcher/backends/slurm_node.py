@@ -17,7 +17,7 @@ from typing import Any
 
 from launcher import protocol
 from launcher.backends.base import Plan, rendered_for
-from launcher.backends.slurm_jobs import exclusions, requeue, usable_nodes
+from launcher.backends.slurm_jobs import exclusions, job_state, requeue, usable_nodes
 from launcher.backends.slurm_plan import NAME, plan
 from launcher.records import rundir
 from launcher.records.restarts import Restart, faulty_hosts, restart_after
@@ -205,6 +205,10 @@ class NodeTask:
         said = f"restart {restart.number}/{allowed} after {restart.cause}"
         exclude = self.exclusions_after(attempt, job_id)
         if not exclude and link.lost is None:
+            state = job_state(job_id)
+            if state not in ("RUNNING", ""):  # scancel, a time limit: SLURM is ending the job
+                print(f"ftlaunch: not restarted: job {job_id} is {state}", file=sys.stderr, flush=True)
+                return ""
             print(f"ftlaunch: restarting in place on the same nodes: {said}", file=sys.stderr, flush=True)
             return IN_PLACE
         print(f"ftlaunch: requeueing job {job_id}: {said}", file=sys.stderr, flush=True)
