@@ -35,6 +35,13 @@ def fault_node(attempt_dir: Path, world_size: int) -> int | None:
     errors = [error for error, _ in failures(attempt_dir)]
     if any(not any(mark in error for mark in COLLECTIVE_ERRORS) for error in errors):
         return None
+    silent = silent_nodes(attempt_dir, world_size)
+    return silent.pop() if len(silent) == 1 else None
+
+
+def silent_nodes(attempt_dir: Path, world_size: int) -> set[int]:
+    """The nodes where a rank died without a word (no completion marker, no error of its own:
+    killed, or its node lost), leaving out nodes whose supervisor ended its ranks itself."""
     done = {int(m.get("rank", -1)) for m in rundir.completed_ranks(attempt_dir)}
     silent = set()
     for rank in range(world_size):
@@ -44,4 +51,4 @@ def fault_node(attempt_dir: Path, world_size: int) -> int | None:
         cut = rundir.read_json_quiet(attempt_dir / rundir.NODES / f"node{node}.json").get("cut_short")
         if node is not None and not said and not cut:
             silent.add(int(node))
-    return silent.pop() if len(silent) == 1 else None
+    return silent

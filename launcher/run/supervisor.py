@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING
 
 from launcher.protocol import SUPERVISOR_PID
 from launcher.records import rundir
+from launcher.records.faultnode import silent_nodes
 from launcher.records.verdict import Verdict, interrupted_before_start, judge, record_node
 from launcher.run.nodelink import Link, PeerEnd
 from launcher.run.stacks import process_state
@@ -245,15 +246,7 @@ def started_there(attempt_dir: Path, end: PeerEnd, world_size: int) -> bool:
     """Both nodes failed: was it the other's doing? Yes when it was lost or hung, or when one of its
     ranks died without a word (no completion marker, no error of its own: killed), while the ranks
     that merely lost their peers raise the collective library's errors."""
-    if end.state in ("lost", "hung"):
-        return True
-    done = {int(m.get("rank", -1)) for m in rundir.completed_ranks(attempt_dir)}
-    for rank in range(world_size):
-        beat = rundir.read_json_quiet(attempt_dir / rundir.HEARTBEATS / f"rank{rank}.json")
-        raised = (attempt_dir / rundir.FAILURES / f"rank{rank}.json").exists()
-        if beat.get("node") == end.node and rank not in done and not raised:
-            return True
-    return False
+    return end.state in ("lost", "hung") or end.node in silent_nodes(attempt_dir, world_size)
 
 
 def for_peer(attempt_dir: Path, end: PeerEnd) -> Verdict:
